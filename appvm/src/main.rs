@@ -1,0 +1,90 @@
+//! App VM agent: PID 1 of the App VM.
+//!
+//! Starts in a small initramfs, loads the modules, mounts the read-only Debian
+//! root (squashfs on the disk with serial `tails-appvm-root`) under a tmpfs
+//! overlay, so nothing the services write survives a restart, switches into
+//! it, configures the fixed identity of the internal link (10.1.2.3/24 on
+//! 00:11:22:33:44:55, gateway 10.1.2.1 at 00:55:44:33:22:11, pinned in the
+//! neighbour table) and serves the host on vsock.
+
+use nix::mount::MsFlags;
+use tails_guest::{log, net, pid1};
+use tails_proto::Role;
+
+const MAC: &str = "00:11:22:33:44:55";
+const ADDR: &str = "10.1.2.3/24";
+const GATEWAY: &str = "10.1.2.1";
+const GATEWAY_MAC: &str = "00:55:44:33:22:11";
+/// The read-only root: the first virtio disk.
+const ROOT_DEV: &str = "/dev/vda";
+const HOSTNAME: &str = "localhost";
+
+fn early_init() -> Result<(), String> {
+    pid1::mount_pseudo_fs().map_err(|e| e.to_string())?;
+    let n = pid1::load_modules().map_err(|e| e.to_string())?;
+    log(format!("loaded {n} modules"));
+    mount_root().map_err(|e| e.to_string())?;
+    pid1::switch_root("/newroot").map_err(|e| e.to_string())?;
+    for (k, v) in [
+        ("net.ipv6.conf.all.disable_ipv6", "1"),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ("net.ipv4.ip_forward", "0"),
+    ] {
+        pid1::sysctl(k, v).map_err(|e| e.to_string())?;
+    }
+    nix::unistd::sethostname(HOSTNAME).map_err(|e| format!("sethostname: {e}"))?;
+    Ok(())
+}
+
+/// squashfs (read-only) + tmpfs (writable, amnesic) = overlay at /newroot.
+fn mount_root() -> Result<(), pid1::InitError> {
+    // The block device may appear a moment after the driver loads.
+    for _ in 0..100 {
+        if pid1::exists(ROOT_DEV) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    pid1::mount_fs(ROOT_DEV, "/lower", "squashfs", MsFlags::MS_RDONLY, None)?;
+    pid1::mount_fs("tmpfs", "/rw", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+    std::fs::create_dir_all("/rw/upper").map_err(|source| pid1::InitError::Io {
+        path: "/rw/upper".into(),
+        source,
+    })?;
+    std::fs::create_dir_all("/rw/work").map_err(|source| pid1::InitError::Io {
+        path: "/rw/work".into(),
+        source,
+    })?;
+    pid1::mount_fs(
+        "overlay",
+        "/newroot",
+        "overlay",
+        MsFlags::empty(),
+        Some("lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work"),
+    )
+}
+
+fn configure_network() -> Result<(), String> {
+    net::loopback_up().map_err(|e| e.to_string())?;
+    let dev = net::configure(MAC, ADDR).map_err(|e| e.to_string())?;
+    net::ip(&[
+        "neigh",
+        "replace",
+        GATEWAY,
+        "lladdr",
+        GATEWAY_MAC,
+        "dev",
+        &dev,
+        "nud",
+        "permanent",
+    ])
+    .map_err(|e| e.to_string())?;
+    net::ip(&["route", "add", "default", "via", GATEWAY, "dev", &dev])
+        .map_err(|e| e.to_string())?;
+    log(format!("{dev} is {ADDR} via {GATEWAY}"));
+    Ok(())
+}
+
+fn main() {
+    tails_guest::run_agent(Role::Appvm, early_init, configure_network)
+}

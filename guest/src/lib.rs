@@ -1,0 +1,56 @@
+//! Runtime shared by the two guest agents (`torvm/`, `appvm/`).
+//!
+//! Each agent is PID 1 of its VM. [`pid1`] does the early work a kernel leaves
+//! to init (pseudo file systems, modules in dependency order, the reaper),
+//! [`net`] configures interfaces found by MAC address, and [`server`] answers
+//! the host on vsock with the messages of `tails-proto`, running commands
+//! through [`exec`].
+
+pub mod exec;
+pub mod net;
+pub mod pid1;
+pub mod server;
+
+/// Write one line to the console (the VM's serial log on the host).
+pub fn log(msg: impl std::fmt::Display) {
+    eprintln!("tails-agent: {msg}");
+}
+
+/// The life of an agent: as PID 1, run `early_init` then split off the reaper;
+/// then `network`, then serve the host until power-off. Any failure before
+/// the server is up powers the VM off (as init) or exits: a VM whose agent
+/// cannot serve is useless and must not linger half-configured.
+pub fn run_agent(
+    role: tails_proto::Role,
+    early_init: fn() -> Result<(), String>,
+    network: fn() -> Result<(), String>,
+) -> ! {
+    if pid1::is_init() {
+        if let Err(e) = early_init() {
+            log(format!("early init failed: {e}"));
+            pid1::power_off();
+        }
+        if let Err(e) = pid1::split_reaper() {
+            log(format!("cannot fork the agent: {e}"));
+            pid1::power_off();
+        }
+    }
+    if let Err(e) = network() {
+        log(format!("network set-up failed: {e}"));
+        std::process::exit(1);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log(format!("cannot start the runtime: {e}"));
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(server::serve(role)) {
+        log(format!("vsock server failed: {e}"));
+    }
+    std::process::exit(1);
+}

@@ -1,0 +1,220 @@
+//! Early init: mounts, kernel modules, sysctls, and the split between the
+//! reaping PID 1 and the agent process.
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// List of modules to load, in dependency order, written by the image builder.
+pub const MODULES_LIST: &str = "/etc/tails-server/modules.load";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("mount {what} on {target}: {source}")]
+    Mount {
+        what: String,
+        target: String,
+        source: nix::Error,
+    },
+    #[error("load module {path}: {source}")]
+    Module { path: String, source: nix::Error },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("fork: {0}")]
+    Fork(nix::Error),
+}
+
+fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> InitError + '_ {
+    move |source| InitError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Mount a file system, creating the target directory first.
+pub fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    fs::create_dir_all(target).map_err(io_err(target))?;
+    mount(Some(source), target, Some(fstype), flags, data).map_err(|e| InitError::Mount {
+        what: format!("{fstype} {source}"),
+        target: target.to_owned(),
+        source: e,
+    })
+}
+
+/// Mount /proc, /sys, /dev, /run and /tmp as every init does.
+pub fn mount_pseudo_fs() -> Result<(), InitError> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", "proc", nosuid, None)?;
+    mount_fs("sysfs", "/sys", "sysfs", nosuid, None)?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0620,ptmxmode=0666"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    Ok(())
+}
+
+/// Load the modules named in [`MODULES_LIST`] (paths, dependency order).
+/// A module that is already loaded (`EEXIST`) is fine.
+pub fn load_modules() -> Result<usize, InitError> {
+    let list = match fs::read_to_string(MODULES_LIST) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err(MODULES_LIST)(e)),
+    };
+    let mut n = 0;
+    for path in list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let f = fs::File::open(path).map_err(io_err(path))?;
+        let params = CString::default();
+        match nix::kmod::finit_module(f.as_fd(), &params, nix::kmod::ModuleInitFlags::empty()) {
+            Ok(()) | Err(nix::Error::EEXIST) => n += 1,
+            Err(e) => {
+                return Err(InitError::Module {
+                    path: path.to_owned(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Write a sysctl value through /proc/sys.
+pub fn sysctl(key: &str, value: &str) -> Result<(), InitError> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    fs::write(&path, value).map_err(io_err(&path))
+}
+
+/// Make the root of this mount namespace `new_root` (already a mount point),
+/// carrying /dev, /proc, /sys, /run and /tmp along, the way `switch_root` does.
+pub fn switch_root(new_root: &str) -> Result<(), InitError> {
+    for m in ["/dev", "/proc", "/sys", "/run", "/tmp"] {
+        let target = format!("{new_root}{m}");
+        fs::create_dir_all(&target).map_err(io_err(&target))?;
+        mount(
+            Some(m),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| InitError::Mount {
+            what: format!("move {m}"),
+            target: target.clone(),
+            source: e,
+        })?;
+    }
+    std::env::set_current_dir(new_root).map_err(io_err(new_root))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|e| {
+        InitError::Mount {
+            what: "move new root".into(),
+            target: "/".into(),
+            source: e,
+        }
+    })?;
+    nix::unistd::chroot(".").map_err(|e| InitError::Mount {
+        what: "chroot".into(),
+        target: new_root.into(),
+        source: e,
+    })?;
+    std::env::set_current_dir("/").map_err(io_err("/"))
+}
+
+/// Fork: the parent stays PID 1 and reaps every orphan; the child returns and
+/// becomes the agent. When the agent dies the VM powers off: a VM without its
+/// agent cannot be controlled and must not linger.
+///
+/// Must be called before any thread is started (the tokio runtime included).
+pub fn split_reaper() -> Result<(), InitError> {
+    match unsafe {
+        // SAFETY: called while the process is single-threaded (documented
+        // precondition), so the child may run arbitrary code.
+        fork()
+    }
+    .map_err(InitError::Fork)?
+    {
+        ForkResult::Child => Ok(()),
+        ForkResult::Parent { child } => reap_forever(child),
+    }
+}
+
+fn reap_forever(agent: Pid) -> ! {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == agent => {
+                crate::log(format!("agent exited with {code}; powering off"));
+                power_off();
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == agent => {
+                crate::log(format!("agent killed by {sig}; powering off"));
+                power_off();
+            }
+            Ok(_) => {}
+            Err(nix::Error::ECHILD) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Ask every process to stop, sync, and power the machine off.
+pub fn power_off() -> ! {
+    let _ = nix::sys::signal::kill(Pid::from_raw(-1), nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = nix::sys::signal::kill(Pid::from_raw(-1), nix::sys::signal::Signal::SIGKILL);
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // reboot(2) only returns on error; there is nothing left to do but wait.
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// True when this process is the VM's init.
+pub fn is_init() -> bool {
+    std::process::id() == 1
+}
+
+/// Is `p` present? (Small helper for optional files in images.)
+pub fn exists(p: &str) -> bool {
+    Path::new(p).exists()
+}

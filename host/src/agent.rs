@@ -1,0 +1,301 @@
+//! Host side of a guest agent connection.
+//!
+//! Dials the agent through vhost-device-vsock's Unix socket (`CONNECT <port>`
+//! / `OK <port>`), checks the greeting against the VM the host dialled, and
+//! exchanges `tails-proto` frames. Everything the guest sends is bounded in
+//! size and time; any violation ends this connection with an error and
+//! nothing else.
+
+use std::path::Path;
+use std::time::Duration;
+use tails_proto::msg::{
+    ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, AGENT_PORT, MAX_GUEST_FRAME, MAX_HOST_FRAME,
+};
+use tails_proto::{read_frame, write_frame, FrameError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+const HANDSHAKE: Duration = Duration::from_secs(5);
+const REPLY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot reach the vsock device at {path}: {source}")]
+    Dial {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("vsock handshake refused (agent not listening yet?): {0}")]
+    Handshake(String),
+    #[error("agent protocol error: {0}")]
+    Frame(#[from] FrameError),
+    #[error("agent claims to be {got} but this is the {want} socket")]
+    WrongRole { want: Role, got: Role },
+    #[error("unexpected reply from the agent: {0}")]
+    Unexpected(String),
+    #[error("the agent reports: {0}")]
+    Remote(String),
+}
+
+/// An open, greeted connection to one guest agent.
+pub struct Agent {
+    stream: UnixStream,
+    pub version: String,
+}
+
+/// Read the `OK <port>\n` line, at most 32 bytes, within the deadline.
+async fn read_ok_line(s: &mut UnixStream) -> Result<(), AgentError> {
+    let mut line = Vec::with_capacity(32);
+    let fut = async {
+        loop {
+            let b = s
+                .read_u8()
+                .await
+                .map_err(|e| AgentError::Handshake(e.to_string()))?;
+            if b == b'\n' {
+                return Ok(());
+            }
+            line.push(b);
+            if line.len() > 32 {
+                return Err(AgentError::Handshake("reply line too long".into()));
+            }
+        }
+    };
+    tokio::time::timeout(HANDSHAKE, fut)
+        .await
+        .map_err(|_| AgentError::Handshake("no reply".into()))??;
+    let want = format!("OK {AGENT_PORT}");
+    // vhost-device-vsock answers `OK <host-side port>`; accept any OK.
+    if line.starts_with(b"OK ") {
+        Ok(())
+    } else {
+        Err(AgentError::Handshake(format!(
+            "expected `{want}`, got {:?}",
+            String::from_utf8_lossy(&line)
+        )))
+    }
+}
+
+impl Agent {
+    /// Dial `role`'s agent through the vsock socket at `uds`.
+    pub async fn connect(uds: &Path, role: Role) -> Result<Agent, AgentError> {
+        let mut stream = UnixStream::connect(uds)
+            .await
+            .map_err(|source| AgentError::Dial {
+                path: uds.display().to_string(),
+                source,
+            })?;
+        stream
+            .write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
+            .await
+            .map_err(|e| AgentError::Handshake(e.to_string()))?;
+        read_ok_line(&mut stream).await?;
+        let hello: GuestMsg = read_frame(&mut stream, MAX_GUEST_FRAME, HANDSHAKE).await?;
+        match hello {
+            GuestMsg::Hello {
+                role: got,
+                agent_version,
+            } => {
+                if got != role {
+                    return Err(AgentError::WrongRole { want: role, got });
+                }
+                let version: String = agent_version.chars().take(64).collect();
+                Ok(Agent { stream, version })
+            }
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
+    async fn call(&mut self, msg: &HostMsg, deadline: Duration) -> Result<GuestMsg, AgentError> {
+        write_frame(&mut self.stream, msg, MAX_HOST_FRAME, REPLY).await?;
+        match read_frame(&mut self.stream, MAX_GUEST_FRAME, deadline).await? {
+            GuestMsg::Error { message } => {
+                Err(AgentError::Remote(message.chars().take(512).collect()))
+            }
+            m => Ok(m),
+        }
+    }
+
+    /// Round trip; returns the agent's uptime in milliseconds.
+    pub async fn ping(&mut self) -> Result<u64, AgentError> {
+        match self.call(&HostMsg::Ping, REPLY).await? {
+            GuestMsg::Pong { uptime_ms } => Ok(uptime_ms),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
+    /// Run a command in the guest. The reply deadline is the command's own
+    /// timeout plus a margin, so a guest cannot hold the host longer.
+    pub async fn exec(
+        &mut self,
+        argv: Vec<String>,
+        timeout: Duration,
+        stdin: Vec<u8>,
+    ) -> Result<ExecOutput, AgentError> {
+        let req = HostMsg::Exec(ExecRequest {
+            argv,
+            timeout_ms: timeout.as_millis() as u64,
+            stdin,
+        });
+        match self.call(&req, timeout + REPLY).await? {
+            GuestMsg::Exec(out) => Ok(out),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
+    /// Order a power-off; Ok once the agent acknowledged.
+    pub async fn power_off(&mut self) -> Result<(), AgentError> {
+        match self.call(&HostMsg::PowerOff, REPLY).await? {
+            GuestMsg::PoweringOff => Ok(()),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+}
+
+/// A message's kind, for errors (never its guest-chosen contents).
+fn kind(m: &GuestMsg) -> &'static str {
+    match m {
+        GuestMsg::Hello { .. } => "Hello",
+        GuestMsg::Pong { .. } => "Pong",
+        GuestMsg::Exec(_) => "Exec",
+        GuestMsg::PoweringOff => "PoweringOff",
+        GuestMsg::Error { .. } => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A fake vsock device + guest that misbehaves in every way we can think
+    //! of: the host must get an error, quickly, and never hang or panic.
+    use super::*;
+    use tokio::net::UnixListener;
+
+    async fn fake_guest(
+        script: impl FnOnce(UnixStream) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            + Send
+            + 'static,
+    ) -> (tempdir::Dir, std::path::PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("vm.vsock");
+        let l = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            script(s).await;
+        });
+        (dir, path)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let p =
+                    std::env::temp_dir().join(format!("ts-agent-test-{}-{n}", std::process::id()));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    async fn ok_then(mut s: UnixStream, bytes: Vec<u8>) {
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf).await;
+        let _ = s.write_all(b"OK 1024\n").await;
+        let _ = s.write_all(&bytes).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&tails_proto::MAGIC);
+        f.extend_from_slice(&tails_proto::VERSION.to_be_bytes());
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    async fn expect_err(bytes: Vec<u8>) -> AgentError {
+        let (_d, p) = fake_guest(move |s| Box::pin(ok_then(s, bytes))).await;
+        let start = std::time::Instant::now();
+        let r = Agent::connect(&p, Role::Appvm).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            start.elapsed()
+        );
+        match r {
+            Err(e) => e,
+            Ok(_) => panic!("hostile guest accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn good_guest_is_accepted() {
+        let hello = serde_json::to_vec(&GuestMsg::Hello {
+            role: Role::Appvm,
+            agent_version: "0.1.0".into(),
+        })
+        .unwrap();
+        let (_d, p) = fake_guest(move |s| Box::pin(ok_then(s, frame(&hello)))).await;
+        let a = Agent::connect(&p, Role::Appvm).await.unwrap();
+        assert_eq!(a.version, "0.1.0");
+    }
+
+    #[tokio::test]
+    async fn guest_claiming_another_role_is_refused() {
+        let hello = serde_json::to_vec(&GuestMsg::Hello {
+            role: Role::Torvm,
+            agent_version: "0.1.0".into(),
+        })
+        .unwrap();
+        assert!(matches!(
+            expect_err(frame(&hello)).await,
+            AgentError::WrongRole { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn garbage_oversized_and_silent_guests_fail_fast() {
+        assert!(matches!(
+            expect_err(b"\x00\x01garbage garbage".to_vec()).await,
+            AgentError::Frame(_)
+        ));
+        let mut big = frame(b"");
+        big[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            expect_err(big).await,
+            AgentError::Frame(tails_proto::FrameError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            expect_err(frame(b"{\"Hello\":")).await,
+            AgentError::Frame(_)
+        ));
+        // Silent after OK: the handshake deadline ends it.
+        assert!(matches!(
+            expect_err(Vec::new()).await,
+            AgentError::Frame(tails_proto::FrameError::Timeout(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn endless_handshake_line_is_cut() {
+        let (_d, p) = fake_guest(|mut s| {
+            Box::pin(async move {
+                let _ = s.write_all(&[b'O'; 4096]).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            })
+        })
+        .await;
+        assert!(matches!(
+            Agent::connect(&p, Role::Appvm).await,
+            Err(AgentError::Handshake(_))
+        ));
+    }
+}

@@ -1,0 +1,279 @@
+//! The CLI side: find or start the daemon, send it one request, render what
+//! comes back. Works the same over SSH (no terminal needed; progress bars
+//! only when stderr is a terminal).
+
+use crate::ctl::{Reply, Request, StatusReport, MAX_CTL_FRAME};
+use crate::paths::Paths;
+use anyhow::{bail, Context, Result};
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tails_proto::{read_frame, write_frame, FrameError};
+use tokio::net::UnixStream;
+
+/// Longest any single reply may take (an `up` under TCG included).
+const REPLY: Duration = Duration::from_secs(600);
+
+/// Connect to a running daemon, if there is one.
+pub async fn connect(paths: &Paths) -> Option<UnixStream> {
+    UnixStream::connect(paths.control_socket()).await.ok()
+}
+
+/// Send `req` and call `on_reply` for every reply until the final one, which is returned.
+pub async fn call(
+    mut conn: UnixStream,
+    req: &Request,
+    mut on_progress: impl FnMut(&str),
+) -> Result<Reply> {
+    write_frame(&mut conn, req, MAX_CTL_FRAME, Duration::from_secs(10)).await?;
+    loop {
+        match read_frame::<_, Reply>(&mut conn, MAX_CTL_FRAME, REPLY).await {
+            Ok(Reply::Progress(m)) => on_progress(&m),
+            Ok(r) => return Ok(r),
+            Err(FrameError::Closed) => bail!("the daemon closed the connection; see its log"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// If a daemon died and left runtime files, stop the processes it left (only
+/// QEMU and vhost-device-vsock, checked by name) and remove the files.
+/// Returns true when something was cleaned.
+pub fn clean_stale(paths: &Paths) -> bool {
+    if !paths.runtime.exists() {
+        return false;
+    }
+    let daemon = std::fs::read_to_string(paths.daemon_pid())
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if daemon.is_some_and(pid_alive) {
+        return false;
+    }
+    if let Ok(j) = std::fs::read(paths.state_file()) {
+        if let Ok(st) = serde_json::from_slice::<crate::stack::StateFile>(&j) {
+            for pid in st.pids {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.starts_with("qemu-system") || comm.starts_with("vhost-device") {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+    crate::stack::remove_runtime(paths);
+    true
+}
+
+/// Start the daemon detached, its output in the daemon log, and wait for its socket.
+async fn spawn_daemon(paths: &Paths) -> Result<UnixStream> {
+    std::fs::create_dir_all(&paths.log)
+        .with_context(|| format!("create {}", paths.log.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())
+        .with_context(|| format!("open {}", paths.daemon_log().display()))?;
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the daemon")?;
+    let start = Instant::now();
+    loop {
+        if let Some(c) = connect(paths).await {
+            return Ok(c);
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            bail!(
+                "the daemon exited ({s}); see {}",
+                paths.daemon_log().display()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "the daemon did not open {}; see {}",
+                paths.control_socket().display(),
+                paths.daemon_log().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spinner() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.enable_steady_tick(Duration::from_millis(120));
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {msg}") {
+        pb.set_style(style);
+    }
+    Some(pb)
+}
+
+pub async fn up(paths: &Paths) -> Result<()> {
+    let conn = match connect(paths).await {
+        Some(c) => c,
+        None => {
+            if clean_stale(paths) {
+                eprintln!("cleaned up after a daemon that had died");
+            }
+            spawn_daemon(paths).await?
+        }
+    };
+    let start = Instant::now();
+    let pb = spinner();
+    let reply = call(conn, &Request::Up, |m| match &pb {
+        Some(pb) => {
+            pb.println(format!("[{:5.1}s] {m}", start.elapsed().as_secs_f64()));
+            pb.set_message(m.to_owned());
+        }
+        None => eprintln!("[{:5.1}s] {m}", start.elapsed().as_secs_f64()),
+    })
+    .await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    match reply? {
+        Reply::Done(m) => {
+            println!("{m} ({:.1} s)", start.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Reply::Error(e) => bail!("up failed: {e}"),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+pub async fn down(paths: &Paths) -> Result<()> {
+    match connect(paths).await {
+        Some(c) => match call(c, &Request::Down, |_| {}).await? {
+            Reply::Done(m) => println!("{m}"),
+            Reply::Error(e) => bail!("{e}"),
+            other => bail!("unexpected reply {other:?}"),
+        },
+        None => {
+            if clean_stale(paths) {
+                println!("tails-server is down (cleaned up after a daemon that had died)");
+            } else {
+                println!("tails-server is already down");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(paths: &Paths, json: bool) -> Result<()> {
+    let Some(c) = connect(paths).await else {
+        let stale = paths.runtime.exists();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"up": false, "stale_runtime_files": stale})
+            );
+        } else if stale {
+            println!("tails-server is down, but a dead daemon left runtime files: run `tails-server down` to clean up");
+        } else {
+            println!("tails-server is down");
+        }
+        return Ok(());
+    };
+    match call(c, &Request::Status, |_| {}).await? {
+        Reply::Status(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_status(&r);
+            }
+            Ok(())
+        }
+        Reply::Error(e) => bail!("{e}"),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+fn print_status(r: &StatusReport) {
+    println!("daemon: running (pid {})", r.daemon_pid);
+    println!("accelerator: {}", r.accel);
+    println!("backend: {}", r.backend);
+    println!("vsock device: {}", r.vsock);
+    for vm in &r.vms {
+        println!("{}:", vm.name);
+        println!("  state: {}", vm.state);
+        println!("  agent: {}", vm.agent);
+        if let Some(u) = vm.uptime_secs {
+            println!("  uptime: {u} s");
+        }
+        if let Some(m) = vm.memory_mib {
+            println!("  memory: {m} MiB");
+        }
+        if let Some(a) = &vm.accel {
+            println!("  accelerator: {a}");
+        }
+        if let Some(p) = vm.pid {
+            println!("  pid: {p}");
+        }
+        println!("  console-log: {}", vm.console_log);
+    }
+}
+
+/// Run a command in a guest; returns the exit code to exit with.
+pub async fn exec(
+    paths: &Paths,
+    vm: tails_proto::Role,
+    argv: Vec<String>,
+    timeout: u64,
+) -> Result<i32> {
+    use std::io::Write;
+    let Some(c) = connect(paths).await else {
+        bail!("tails-server is not up: run `tails-server up`");
+    };
+    match call(
+        c,
+        &Request::Exec {
+            vm,
+            argv,
+            timeout_secs: timeout,
+        },
+        |_| {},
+    )
+    .await?
+    {
+        Reply::Exec(out) => {
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stderr().write_all(&out.stderr)?;
+            if out.truncated {
+                eprintln!("tails-server: output was cut at 1 MiB");
+            }
+            if out.timed_out {
+                eprintln!("tails-server: command killed after {timeout} s");
+                return Ok(124);
+            }
+            Ok(match (out.exit_code, out.signal) {
+                (Some(c), _) => c,
+                (None, Some(s)) => 128 + s,
+                _ => 1,
+            })
+        }
+        Reply::Error(e) => bail!("{e}"),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}

@@ -1,0 +1,191 @@
+//! The daemon: owns the stack and serves the CLI on a root-only Unix socket.
+//!
+//! It lives as long as the stack: started by `up`, gone after `down` (or after
+//! an `up` that failed), with every runtime file removed.
+
+use crate::accel;
+use crate::ctl::{Reply, Request, StatusReport, MAX_CTL_FRAME};
+use crate::paths::{find_program, Paths};
+use crate::stack::Stack;
+use crate::vmm::qemu::Qemu;
+use anyhow::{Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tails_proto::{read_frame, write_frame};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Mutex};
+
+const IO: Duration = Duration::from_secs(30);
+
+struct Daemon {
+    paths: Paths,
+    stack: Mutex<Option<Stack>>,
+    /// Tells the accept loop to stop (after `down` or a failed `up`).
+    quit: mpsc::Sender<()>,
+}
+
+/// Log a line to the daemon's log (stderr, redirected by the CLI).
+fn log(msg: impl std::fmt::Display) {
+    eprintln!("tails-server daemon: {msg}");
+}
+
+/// Run the daemon in the foreground until the stack is down.
+pub async fn run(paths: Paths) -> Result<()> {
+    std::fs::create_dir_all(&paths.runtime)
+        .with_context(|| format!("create {}", paths.runtime.display()))?;
+    std::fs::set_permissions(&paths.runtime, std::fs::Permissions::from_mode(0o711))?;
+    let sock = paths.control_socket();
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::write(paths.daemon_pid(), std::process::id().to_string())?;
+    let (tx, mut rx) = mpsc::channel(1);
+    let d = Arc::new(Daemon {
+        paths: paths.clone(),
+        stack: Mutex::new(None),
+        quit: tx,
+    });
+    log(format!("listening on {}", sock.display()));
+    loop {
+        tokio::select! {
+            _ = rx.recv() => break,
+            r = listener.accept() => {
+                let (conn, _) = r?;
+                let d = d.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = d.serve(conn).await {
+                        log(format!("client: {e:#}"));
+                    }
+                });
+            }
+        }
+    }
+    // Let the last reply reach its client before the socket goes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    crate::stack::remove_runtime(&paths);
+    log("stopped");
+    Ok(())
+}
+
+impl Daemon {
+    async fn serve(self: Arc<Self>, mut conn: UnixStream) -> Result<()> {
+        // Root only: the socket is 0600 root, and the peer is checked too.
+        let cred = conn.peer_cred()?;
+        if cred.uid() != 0 {
+            anyhow::bail!("refused client uid {}", cred.uid());
+        }
+        let req: Request = read_frame(&mut conn, MAX_CTL_FRAME, IO).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
+        let me = self.clone();
+        let work = tokio::spawn(async move { me.handle(req, tx).await });
+        while let Some(reply) = rx.recv().await {
+            // A client that went away must not stop the work it started.
+            let _ = write_frame(&mut conn, &reply, MAX_CTL_FRAME, IO).await;
+        }
+        work.await?;
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request, tx: mpsc::UnboundedSender<Reply>) {
+        let reply = match req {
+            Request::Up => self.up(&tx).await,
+            Request::Down => self.down().await,
+            Request::Status => match self.status(&tx).await {
+                Some(r) => r,
+                None => return,
+            },
+            Request::Exec {
+                vm,
+                argv,
+                timeout_secs,
+            } => {
+                let Ok(guard) = self.stack.try_lock() else {
+                    self.busy(&tx);
+                    return;
+                };
+                match guard.as_ref() {
+                    None => Reply::Error("tails-server is not up: run `tails-server up`".into()),
+                    Some(s) => match s.exec(vm, argv, Duration::from_secs(timeout_secs)).await {
+                        Ok(out) => Reply::Exec(out),
+                        Err(e) => Reply::Error(e),
+                    },
+                }
+            }
+        };
+        let _ = tx.send(reply);
+    }
+
+    async fn up(&self, tx: &mpsc::UnboundedSender<Reply>) -> Reply {
+        let mut guard = self.stack.lock().await;
+        if guard.is_some() {
+            return Reply::Done("tails-server is already up (see `tails-server status`)".into());
+        }
+        let progress_tx = tx.clone();
+        let progress = move |m: String| {
+            log(&m);
+            let _ = progress_tx.send(Reply::Progress(m));
+        };
+        match self.start(&progress).await {
+            Ok(stack) => {
+                *guard = Some(stack);
+                Reply::Done("tails-server is up: both VMs are ready".into())
+            }
+            Err(e) => {
+                log(format!("up failed: {e:#}"));
+                let _ = self.quit.try_send(());
+                Reply::Error(format!("{e:#}"))
+            }
+        }
+    }
+
+    async fn start(&self, progress: &(dyn Fn(String) + Send + Sync)) -> Result<Stack> {
+        let qemu = find_program("qemu-system-x86_64")
+            .context("qemu-system-x86_64 is not installed: run ./setup.sh")?;
+        let vhost = find_program("vhost-device-vsock")
+            .context("vhost-device-vsock is not installed: run ./setup.sh")?;
+        let inputs = crate::image_inputs(&self.paths);
+        let images = tails_images::find(&inputs)
+            .context("cannot read the image cache")?
+            .context(
+                "the guest images are missing or out of date: run `tails-server image build`",
+            )?;
+        progress("probing the accelerator".into());
+        let accel = tokio::task::spawn_blocking(accel::detect).await?;
+        let backend = Qemu { binary: qemu };
+        Ok(Stack::up(&self.paths, &backend, &images, &vhost, accel, progress).await?)
+    }
+
+    async fn down(&self) -> Reply {
+        let stack = self.stack.lock().await.take();
+        if let Some(s) = stack {
+            s.down().await;
+        }
+        let _ = self.quit.try_send(());
+        Reply::Done("tails-server is down".into())
+    }
+
+    /// Answer for a request that arrives while `up` or `down` holds the stack.
+    fn busy(&self, tx: &mpsc::UnboundedSender<Reply>) {
+        let _ = tx.send(Reply::Error(
+            "tails-server is starting or stopping; try again in a moment".into(),
+        ));
+    }
+
+    async fn status(&self, tx: &mpsc::UnboundedSender<Reply>) -> Option<Reply> {
+        let Ok(mut guard) = self.stack.try_lock() else {
+            self.busy(tx);
+            return None;
+        };
+        Some(match guard.as_mut() {
+            None => Reply::Error("tails-server is not up: run `tails-server up`".into()),
+            Some(s) => Reply::Status(StatusReport {
+                daemon_pid: std::process::id(),
+                accel: s.accel.name().into(),
+                backend: s.backend.into(),
+                vsock: s.vsock_state(),
+                vms: s.status().await,
+            }),
+        })
+    }
+}

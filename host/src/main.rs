@@ -1,0 +1,165 @@
+//! `tails-server`: the command line and the host agent (daemon) of Tails Server.
+//!
+//! The daemon is the only trusted part: it builds or finds the guest images,
+//! starts vhost-device-vsock and both VMs, and serves this CLI on a root-only
+//! Unix socket. See DESIGN.md for what each layer may do.
+
+mod accel;
+mod agent;
+mod client;
+mod ctl;
+mod daemon;
+mod paths;
+mod stack;
+mod vhost;
+mod vmm;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use paths::Paths;
+use tails_proto::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "tails-server",
+    version,
+    about = "Publish group services as Tor onion services from two isolated VMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the Tor VM and the App VM; returns when both agents are ready.
+    Up,
+    /// Show each VM's state, agent, uptime, memory and accelerator.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop both VMs gracefully and remove every runtime file.
+    Down,
+    /// Run a command in a guest and return its output and exit code.
+    Exec {
+        /// `torvm` or `appvm`.
+        vm: Role,
+        /// Kill the command after this many seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Guest images.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// Run the host agent in the foreground (started by `up`).
+    #[command(hide = true)]
+    Daemon,
+    /// Exit 0 if KVM really runs a guest here (used by the accelerator probe).
+    #[command(hide = true)]
+    ProbeKvm,
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Build the guest images (cached: a no-op when the inputs have not changed).
+    Build {
+        /// Rebuild even if images for these inputs exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print where the current images are, or say that they are missing.
+    Show,
+}
+
+/// The inputs of the image build for this installation.
+pub fn image_inputs(paths: &Paths) -> tails_images::BuildInputs {
+    tails_images::BuildInputs {
+        torvm_agent: paths.agent("torvm"),
+        appvm_agent: paths.agent("appvm"),
+        services_dir: paths.services(),
+        cache_dir: paths.images.clone(),
+    }
+}
+
+fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("tails-server must run as root (try `sudo tails-server …`)");
+    }
+    Ok(())
+}
+
+fn image(paths: &Paths, cmd: ImageCmd) -> Result<()> {
+    let inputs = image_inputs(paths);
+    for (what, p) in [
+        ("Tor VM agent", &inputs.torvm_agent),
+        ("App VM agent", &inputs.appvm_agent),
+    ] {
+        if !p.exists() {
+            bail!(
+                "the {what} is not installed at {}: run ./setup.sh",
+                p.display()
+            );
+        }
+    }
+    match cmd {
+        ImageCmd::Build { force } => {
+            let progress = tails_images::TermProgress::new();
+            let images = tails_images::build(&inputs, &progress, force)?;
+            println!("images ready in {}", images.dir.display());
+        }
+        ImageCmd::Show => match tails_images::find(&inputs)? {
+            Some(images) => println!("{}", images.dir.display()),
+            None => bail!("no images for the current inputs: run `tails-server image build`"),
+        },
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tails-server: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    if let Cmd::ProbeKvm = cli.cmd {
+        return Ok(if accel::probe_kvm().is_ok() { 0 } else { 1 });
+    }
+    require_root()?;
+    let paths = Paths::from_env();
+    if let Cmd::Image { cmd } = cli.cmd {
+        image(&paths, cmd)?;
+        return Ok(0);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Up => client::up(&paths).await.map(|_| 0),
+            Cmd::Down => client::down(&paths).await.map(|_| 0),
+            Cmd::Status { json } => client::status(&paths, json).await.map(|_| 0),
+            Cmd::Exec {
+                vm,
+                timeout,
+                command,
+            } => client::exec(&paths, vm, command, timeout).await,
+            Cmd::Daemon => daemon::run(paths).await.map(|_| 0),
+            Cmd::Image { .. } | Cmd::ProbeKvm => Ok(0),
+        }
+    })
+}

@@ -1,0 +1,105 @@
+//! Where the host agent keeps its files.
+//!
+//! Runtime files (sockets, pids, the stack's state) live under one runtime
+//! directory and are all removed by `down`; logs outlive a run so that a
+//! failed `up` can point at them; images live in the cache of the images crate.
+
+use std::path::{Path, PathBuf};
+
+/// The directories of one installation. Every path is derived from these.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub runtime: PathBuf,
+    pub log: PathBuf,
+    pub images: PathBuf,
+    /// Where the static guest agents and service definitions are installed.
+    pub lib: PathBuf,
+}
+
+fn env_or(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
+impl Paths {
+    /// The standard locations, each overridable by an environment variable
+    /// (used by tests to run a second installation beside the first).
+    pub fn from_env() -> Self {
+        Paths {
+            runtime: env_or("TAILS_SERVER_RUNTIME_DIR", "/run/tails-server"),
+            log: env_or("TAILS_SERVER_LOG_DIR", "/var/log/tails-server"),
+            images: env_or("TAILS_SERVER_IMAGE_DIR", tails_images::DEFAULT_CACHE_DIR),
+            lib: env_or("TAILS_SERVER_LIB_DIR", "/usr/local/lib/tails-server"),
+        }
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime.join("control.sock")
+    }
+    pub fn daemon_pid(&self) -> PathBuf {
+        self.runtime.join("daemon.pid")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.runtime.join("stack.json")
+    }
+    /// vhost-device-vsock's directory (its sockets, both sides).
+    pub fn vsock_dir(&self) -> PathBuf {
+        self.runtime.join("vsock")
+    }
+    /// vhost-user socket QEMU connects to for `vm`.
+    pub fn vhost_socket(&self, vm: &str) -> PathBuf {
+        self.vsock_dir().join(format!("{vm}.vhost"))
+    }
+    /// Host side of `vm`'s vsock (the `CONNECT <port>` socket).
+    pub fn vsock_uds(&self, vm: &str) -> PathBuf {
+        self.vsock_dir().join(format!("{vm}.vsock"))
+    }
+    /// `vm`'s private directory, owned by its QEMU user.
+    pub fn vm_dir(&self, vm: &str) -> PathBuf {
+        self.runtime.join(vm)
+    }
+    pub fn qmp_socket(&self, vm: &str) -> PathBuf {
+        self.vm_dir(vm).join("qmp.sock")
+    }
+    pub fn console_log(&self, vm: &str) -> PathBuf {
+        self.log.join(format!("{vm}.console.log"))
+    }
+    pub fn daemon_log(&self) -> PathBuf {
+        self.log.join("daemon.log")
+    }
+    pub fn vhost_log(&self) -> PathBuf {
+        self.log.join("vhost-device-vsock.log")
+    }
+    pub fn agent(&self, vm: &str) -> PathBuf {
+        self.lib.join(format!("tails-{vm}-agent"))
+    }
+    pub fn services(&self) -> PathBuf {
+        self.lib.join("services")
+    }
+}
+
+/// Look a program up in PATH (and the usual sbin directories root has).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/root/.cargo/bin",
+    ];
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

@@ -1,0 +1,464 @@
+//! The stack: vhost-device-vsock plus the Tor VM and the App VM, started,
+//! watched and stopped as one unit.
+//!
+//! `up` either brings everything to "both agents ready" or tears down all it
+//! started and says which VM failed and where its console log is.
+
+use crate::accel::Accel;
+use crate::agent::Agent;
+use crate::paths::Paths;
+use crate::vhost::VhostVsock;
+use crate::vmm::{Backend, Disk, Identity, Nic, NicLink, Vm, VmSpec};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tails_proto::msg::ExecOutput;
+use tails_proto::Role;
+
+/// MAC of the App VM's only NIC (fixed identity).
+pub const APPVM_MAC: &str = "00:11:22:33:44:55";
+/// MAC of the Tor VM's NIC on the internal link (the App VM's gateway).
+pub const TORVM_INTERNAL_MAC: &str = "00:55:44:33:22:11";
+/// Kernel command line of both VMs: nothing host-derived.
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1 oops=panic i8042.noaux i8042.nokbd i8042.nopnp";
+
+/// The unprivileged users the pieces run as.
+pub const USERS: [(&str, &str); 3] = [
+    ("tails-vsock", "vhost-device-vsock"),
+    ("tails-torvm", "the Tor VM's QEMU"),
+    ("tails-appvm", "the App VM's QEMU"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{vm} did not become ready: {reason}; see its console log {log}")]
+    VmFailed {
+        vm: Role,
+        reason: String,
+        log: String,
+    },
+    #[error(transparent)]
+    Vhost(#[from] crate::vhost::VhostError),
+    #[error(transparent)]
+    Vmm(#[from] crate::vmm::VmmError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
+    move |source| UpError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Resolve a system user to (uid, gid), or say how to create it.
+pub fn user(name: &str, what: &str) -> Result<(u32, u32), UpError> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        _ => Err(UpError::Precondition(format!(
+            "system user {name} (for {what}) is missing: run ./setup.sh"
+        ))),
+    }
+}
+
+/// One VM of the stack.
+struct Member {
+    role: Role,
+    vm: Arc<dyn Vm>,
+    started: Instant,
+}
+
+/// A running stack.
+pub struct Stack {
+    paths: Paths,
+    vhost: VhostVsock,
+    members: Vec<Member>,
+    pub accel: Accel,
+    pub backend: &'static str,
+}
+
+/// Per-VM status as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmStatus {
+    pub name: Role,
+    /// Hypervisor state (`running`, …) or `down` with how it ended.
+    pub state: String,
+    pub agent: String,
+    pub uptime_secs: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub accel: Option<String>,
+    pub pid: Option<u32>,
+    pub console_log: String,
+}
+
+/// What `up` reports as it goes.
+pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+/// The state file: enough to clean up after a daemon that died.
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct StateFile {
+    pub daemon_pid: u32,
+    pub pids: Vec<u32>,
+}
+
+fn mkdir(path: &Path, owner: (u32, u32), mode: u32) -> Result<(), UpError> {
+    std::fs::create_dir_all(path).map_err(io_err(path))?;
+    std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)).map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+fn spec(
+    role: Role,
+    paths: &Paths,
+    images: &tails_images::Images,
+    accel: Accel,
+    owner: (u32, u32),
+    link: std::os::fd::OwnedFd,
+) -> VmSpec {
+    let name = role.name();
+    let (memory_mib, initrd, disks, mac, uuid) = match role {
+        Role::Torvm => (
+            128,
+            images.torvm_initramfs.clone(),
+            vec![],
+            TORVM_INTERNAL_MAC,
+            "5c1d2c2a-6f1e-4d39-9a7c-0d0000000001",
+        ),
+        Role::Appvm => (
+            512,
+            images.appvm_initramfs.clone(),
+            vec![Disk {
+                path: images.appvm_root.clone(),
+                read_only: true,
+                serial: "tails-appvm-root".into(),
+            }],
+            APPVM_MAC,
+            "5c1d2c2a-6f1e-4d39-9a7c-0d0000000002",
+        ),
+    };
+    VmSpec {
+        name: name.into(),
+        uid: owner.0,
+        gid: owner.1,
+        memory_mib,
+        vcpus: 1,
+        accel,
+        kernel: images.vmlinux.clone(),
+        initrd,
+        cmdline: CMDLINE.into(),
+        disks,
+        nics: vec![Nic {
+            mac: mac.into(),
+            link: NicLink::StreamFd(link),
+        }],
+        vhost_vsock: paths.vhost_socket(name),
+        dir: paths.vm_dir(name),
+        console_log: paths.console_log(name),
+        identity: Identity {
+            cpu_model: "qemu64".into(),
+            system_uuid: uuid.into(),
+            manufacturer: "Tails Server".into(),
+            product: format!("Tails Server {name}"),
+        },
+    }
+}
+
+async fn wait_ready(
+    paths: &Paths,
+    role: Role,
+    vm: Arc<dyn Vm>,
+    deadline: Duration,
+) -> Result<Agent, UpError> {
+    let start = Instant::now();
+    let uds = paths.vsock_uds(role.name());
+    let log = paths.console_log(role.name()).display().to_string();
+    let mut last: String;
+    loop {
+        if let Some(how) = vm.exited() {
+            return Err(UpError::VmFailed {
+                vm: role,
+                reason: format!("QEMU {how}"),
+                log,
+            });
+        }
+        match Agent::connect(&uds, role).await {
+            Ok(a) => return Ok(a),
+            // A guest claiming another role is hostile or broken: stop at once.
+            Err(e @ crate::agent::AgentError::WrongRole { .. }) => {
+                return Err(UpError::VmFailed {
+                    vm: role,
+                    reason: e.to_string(),
+                    log,
+                })
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() > deadline {
+            return Err(UpError::VmFailed {
+                vm: role,
+                reason: format!("no agent after {} s ({last})", deadline.as_secs()),
+                log,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Stack {
+    /// Bring the stack up. On error everything started so far is stopped.
+    pub async fn up(
+        paths: &Paths,
+        backend: &dyn Backend,
+        images: &tails_images::Images,
+        vhost_bin: &Path,
+        accel: Accel,
+        progress: Progress<'_>,
+    ) -> Result<Stack, UpError> {
+        let vsock_user = user(USERS[0].0, USERS[0].1)?;
+        let torvm_user = user(USERS[1].0, USERS[1].1)?;
+        let appvm_user = user(USERS[2].0, USERS[2].1)?;
+        mkdir(&paths.log, (0, 0), 0o700)?;
+        mkdir(&paths.vsock_dir(), vsock_user, 0o711)?;
+        mkdir(&paths.vm_dir("torvm"), torvm_user, 0o700)?;
+        mkdir(&paths.vm_dir("appvm"), appvm_user, 0o700)?;
+        for vm in ["torvm", "appvm"] {
+            // A fresh console log per run.
+            let p = paths.console_log(vm);
+            std::fs::write(&p, b"").map_err(io_err(&p))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&p))?;
+        }
+        progress("starting vhost-device-vsock".into());
+        let vhost = VhostVsock::start(
+            vhost_bin,
+            paths,
+            vsock_user,
+            &[(Role::Torvm, torvm_user), (Role::Appvm, appvm_user)],
+        )?;
+        let mut stack = Stack {
+            paths: paths.clone(),
+            vhost,
+            members: Vec::new(),
+            accel,
+            backend: backend.name(),
+        };
+        match stack
+            .launch(backend, images, accel, torvm_user, appvm_user, progress)
+            .await
+        {
+            Ok(()) => Ok(stack),
+            Err(e) => {
+                stack.teardown(false).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn launch(
+        &mut self,
+        backend: &dyn Backend,
+        images: &tails_images::Images,
+        accel: Accel,
+        torvm_user: (u32, u32),
+        appvm_user: (u32, u32),
+        progress: Progress<'_>,
+    ) -> Result<(), UpError> {
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| UpError::Precondition(format!("socketpair for the internal link: {e}")))?;
+        for (role, owner, end) in [(Role::Torvm, torvm_user, a), (Role::Appvm, appvm_user, b)] {
+            progress(format!("starting {role} ({})", accel.name()));
+            let vm: Arc<dyn Vm> =
+                Arc::from(backend.launch(spec(role, &self.paths, images, accel, owner, end))?);
+            self.members.push(Member {
+                role,
+                vm,
+                started: Instant::now(),
+            });
+        }
+        self.write_state();
+        let deadline = match accel {
+            Accel::Kvm => Duration::from_secs(60),
+            Accel::Tcg => Duration::from_secs(180),
+        };
+        let waits = self
+            .members
+            .iter()
+            .map(|m| wait_ready(&self.paths, m.role, m.vm.clone(), deadline));
+        let results = futures::future::join_all(waits).await;
+        for (m, r) in self.members.iter().zip(results) {
+            let agent = r?;
+            progress(format!(
+                "{} ready in {:.1} s (agent {})",
+                m.role,
+                m.started.elapsed().as_secs_f64(),
+                agent.version
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_state(&self) {
+        let mut pids: Vec<u32> = self.members.iter().filter_map(|m| m.vm.pid()).collect();
+        pids.push(self.vhost.pid());
+        let st = StateFile {
+            daemon_pid: std::process::id(),
+            pids,
+        };
+        if let Ok(j) = serde_json::to_vec(&st) {
+            let _ = std::fs::write(self.paths.state_file(), j);
+        }
+    }
+
+    fn member(&self, role: Role) -> Option<&Member> {
+        self.members.iter().find(|m| m.role == role)
+    }
+
+    /// Run a command in `role`'s guest through its agent.
+    pub async fn exec(
+        &self,
+        role: Role,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, String> {
+        let m = self
+            .member(role)
+            .ok_or_else(|| format!("{role} is not part of this stack"))?;
+        if let Some(how) = m.vm.exited() {
+            return Err(format!(
+                "{role} is down (QEMU {how}): run `tails-server down` then `tails-server up`"
+            ));
+        }
+        let mut agent = Agent::connect(&self.paths.vsock_uds(role.name()), role)
+            .await
+            .map_err(|e| format!("{role} agent: {e}"))?;
+        agent
+            .exec(argv, timeout, Vec::new())
+            .await
+            .map_err(|e| format!("{role} agent: {e}"))
+    }
+
+    /// State of vhost-device-vsock: `running` or how it ended.
+    pub fn vsock_state(&mut self) -> String {
+        match self.vhost.exited() {
+            None => "running".into(),
+            Some(how) => format!("down ({how})"),
+        }
+    }
+
+    /// Status of each VM, asked of the hypervisor and the agent.
+    pub async fn status(&self) -> Vec<VmStatus> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let console_log = self.paths.console_log(m.role.name()).display().to_string();
+            if let Some(how) = m.vm.exited() {
+                out.push(VmStatus {
+                    name: m.role,
+                    state: format!("down (QEMU {how})"),
+                    agent: "down".into(),
+                    uptime_secs: None,
+                    memory_mib: None,
+                    accel: None,
+                    pid: None,
+                    console_log,
+                });
+                continue;
+            }
+            let vm = m.vm.clone();
+            let info = tokio::task::spawn_blocking(move || vm.info()).await;
+            let (state, memory_mib, accel) = match info {
+                Ok(Ok(i)) => (i.state, Some(i.memory_mib), Some(i.accel)),
+                Ok(Err(e)) => (format!("unknown ({e})"), None, None),
+                Err(_) => ("unknown (QMP query failed)".into(), None, None),
+            };
+            let agent = match Agent::connect(&self.paths.vsock_uds(m.role.name()), m.role).await {
+                Ok(mut a) => match a.ping().await {
+                    Ok(_) => format!("ready (agent {})", a.version),
+                    Err(e) => format!("unreachable ({e})"),
+                },
+                Err(e) => format!("unreachable ({e})"),
+            };
+            out.push(VmStatus {
+                name: m.role,
+                state,
+                agent,
+                uptime_secs: Some(m.started.elapsed().as_secs()),
+                memory_mib,
+                accel,
+                pid: m.vm.pid(),
+                console_log,
+            });
+        }
+        out
+    }
+
+    /// Stop the stack: agent power-off, then ACPI power-down, then QMP quit,
+    /// then SIGKILL, each after a timeout; then vhost-device-vsock; then the
+    /// runtime files.
+    pub async fn down(mut self) {
+        self.teardown(true).await;
+    }
+
+    async fn teardown(&mut self, graceful: bool) {
+        for m in &self.members {
+            stop_vm(&self.paths, m, graceful).await;
+        }
+        self.vhost.stop();
+        remove_runtime(&self.paths);
+    }
+}
+
+async fn wait_exit(vm: &Arc<dyn Vm>, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if vm.exited().is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    vm.exited().is_some()
+}
+
+async fn stop_vm(paths: &Paths, m: &Member, graceful: bool) {
+    if m.vm.exited().is_some() {
+        return;
+    }
+    if graceful {
+        if let Ok(mut a) = Agent::connect(&paths.vsock_uds(m.role.name()), m.role).await {
+            if a.power_off().await.is_ok() && wait_exit(&m.vm, Duration::from_secs(10)).await {
+                return;
+            }
+        }
+        let vm = m.vm.clone();
+        if let Ok(Ok(())) = tokio::task::spawn_blocking(move || vm.powerdown()).await {
+            if wait_exit(&m.vm, Duration::from_secs(5)).await {
+                return;
+            }
+        }
+    }
+    let vm = m.vm.clone();
+    let _ = tokio::task::spawn_blocking(move || vm.quit()).await;
+    if wait_exit(&m.vm, Duration::from_secs(3)).await {
+        return;
+    }
+    m.vm.kill();
+    wait_exit(&m.vm, Duration::from_secs(3)).await;
+}
+
+/// Remove the runtime directory's contents that belong to the stack and the
+/// daemon (the directory itself too).
+pub fn remove_runtime(paths: &Paths) {
+    let _ = std::fs::remove_dir_all(&paths.runtime);
+}

@@ -1,0 +1,127 @@
+//! The messages exchanged between the host agent and a guest agent.
+//!
+//! The host always opens the connection (vsock port [`AGENT_PORT`]); the guest
+//! greets with [`GuestMsg::Hello`], then answers each [`HostMsg`] with exactly
+//! one [`GuestMsg`]. Nothing a guest says is trusted for anything the host can
+//! derive itself: the host already knows which VM it dialled, so a `Hello`
+//! naming another role is a protocol violation.
+
+use serde::{Deserialize, Serialize};
+
+/// vsock port on which each guest agent listens for the host.
+pub const AGENT_PORT: u32 = 1024;
+/// Largest frame the host accepts from a guest (exec output is the big one).
+pub const MAX_GUEST_FRAME: usize = 4 << 20;
+/// Largest frame a guest accepts from the host.
+pub const MAX_HOST_FRAME: usize = 256 << 10;
+/// Largest stdout or stderr an exec returns; more is cut and flagged.
+pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
+/// Largest argv (all arguments together) an exec request may carry.
+pub const MAX_EXEC_ARGV: usize = 64 << 10;
+
+/// Which guest an agent serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Torvm,
+    Appvm,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Torvm, Role::Appvm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Torvm => "torvm",
+            Role::Appvm => "appvm",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "torvm" => Ok(Role::Torvm),
+            "appvm" => Ok(Role::Appvm),
+            _ => Err(format!("unknown VM `{s}`: use `torvm` or `appvm`")),
+        }
+    }
+}
+
+/// Run a command in the guest (administration and tests, like `qvm-run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    /// The guest kills the command after this many milliseconds.
+    pub timeout_ms: u64,
+    #[serde(with = "b64")]
+    pub stdin: Vec<u8>,
+}
+
+/// What a command run in the guest produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecOutput {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    #[serde(with = "b64")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "b64")]
+    pub stderr: Vec<u8>,
+    /// Output was longer than [`MAX_EXEC_OUTPUT`] and was cut.
+    pub truncated: bool,
+    pub timed_out: bool,
+}
+
+/// Host → guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum HostMsg {
+    Ping,
+    Exec(ExecRequest),
+    /// Stop every process, sync, power the VM off.
+    PowerOff,
+}
+
+/// Guest → host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum GuestMsg {
+    #[serde(rename_all = "snake_case")]
+    Hello {
+        role: Role,
+        agent_version: String,
+    },
+    Pong {
+        uptime_ms: u64,
+    },
+    Exec(ExecOutput),
+    PoweringOff,
+    Error {
+        message: String,
+    },
+}
+
+mod b64 {
+    use data_encoding::BASE64;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&BASE64.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        BASE64
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Set up Tails Server on Debian 12 (bookworm), as root. Idempotent: a second
+# run only checks, and rebuilds what changed.
+#
+#   ./setup.sh            install packages, tools, users; build; install; build images
+#   ./setup.sh --no-images   everything but the guest images
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+build_images=1
+for a in "$@"; do
+  case "$a" in
+    --no-images) build_images=0 ;;
+    *) die "unknown option $a (use --no-images)" ;;
+  esac
+done
+
+[ "$(id -u)" = 0 ] || die "run as root (sudo ./setup.sh)"
+. /etc/os-release
+[ "${VERSION_CODENAME:-}" = bookworm ] || die "Debian 12 (bookworm) is required, this is ${PRETTY_NAME:-unknown}"
+
+PREFIX=/usr/local
+LIBDIR=$PREFIX/lib/tails-server
+VHOST_VERSION=0.3.0
+# Debian packages: the real components, nothing mocked.
+PACKAGES=(tor nftables kmod cpio mmdebstrap squashfs-tools tcpdump iproute2 busybox-static
+          xz-utils zstd binutils ca-certificates libc6-dev gcc pkg-config iputils-ping curl)
+# QEMU from bookworm-backports (10.x): the machine images here already carry
+# backports' qemu-utils, which conflicts with bookworm's qemu-system 7.2.
+BACKPORTS=(qemu-system-x86 qemu-utils)
+
+missing_pkgs() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"
+  done
+}
+
+# apt on these machines may lose downloaded .debs between dpkg runs: retry.
+apt_install() {
+  local i
+  for i in 1 2 3 4 5; do
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; then
+      return 0
+    fi
+    say "apt-get install failed (attempt $i), retrying"
+    sleep 2
+  done
+  return 1
+}
+
+# 1. Debian packages.
+bp=/etc/apt/sources.list.d/tails-server-backports.list
+if [ ! -f "$bp" ]; then
+  say "enabling bookworm-backports (for QEMU)"
+  echo 'deb http://deb.debian.org/debian bookworm-backports main' > "$bp"
+  apt_updated=0
+fi
+need=$(missing_pkgs "${PACKAGES[@]}"; missing_pkgs "${BACKPORTS[@]}")
+if [ -n "$need" ] || [ "${apt_updated:-1}" = 0 ]; then
+  say "installing Debian packages: $(echo $need)"
+  apt-get update -q || die "apt-get update failed: check the network and /etc/apt/sources.list"
+  [ -z "$(missing_pkgs "${BACKPORTS[@]}")" ] || apt_install -t bookworm-backports "${BACKPORTS[@]}" \
+    || die "could not install ${BACKPORTS[*]} from bookworm-backports"
+  [ -z "$(missing_pkgs "${PACKAGES[@]}")" ] || apt_install "${PACKAGES[@]}" \
+    || die "could not install: $(missing_pkgs "${PACKAGES[@]}" | tr '\n' ' ')"
+fi
+left=$(missing_pkgs "${PACKAGES[@]}" "${BACKPORTS[@]}")
+[ -z "$left" ] || die "still missing Debian packages: $(echo $left)"
+
+# 2. Rust toolchain (not fetched here: rustup's servers are not reachable on all machines).
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || die "cargo is missing: install a Rust toolchain (rustup) first"
+
+# 3. vhost-device-vsock, pinned, cached.
+if [ "$("$PREFIX/bin/vhost-device-vsock" --version 2>/dev/null || true)" != "vhost-device-vsock $VHOST_VERSION" ]; then
+  say "building vhost-device-vsock $VHOST_VERSION (once)"
+  cargo install --locked --root "$PREFIX" vhost-device-vsock --version "$VHOST_VERSION" \
+    || die "cargo install vhost-device-vsock failed"
+fi
+
+# 4. Unprivileged system users, one per process that touches guest data.
+for u in tails-vsock tails-torvm tails-appvm; do
+  if ! getent passwd "$u" >/dev/null; then
+    say "creating system user $u"
+    adduser --system --group --no-create-home --home /nonexistent --shell /usr/sbin/nologin "$u" >/dev/null
+  fi
+done
+
+# 5. Build: the host binary, and both guest agents linked statically.
+say "building tails-server and the guest agents"
+cargo build --release --locked -p tails-server
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-torvm-agent -p tails-appvm-agent
+
+# 6. Install.
+install -d -m 0755 "$LIBDIR" "$LIBDIR/services"
+install -m 0755 target/release/tails-server "$PREFIX/bin/tails-server"
+for a in torvm appvm; do
+  install -m 0755 "target/x86_64-unknown-linux-gnu/release/tails-$a-agent" "$LIBDIR/tails-$a-agent"
+done
+rm -f "$LIBDIR"/services/*.yaml
+install -m 0644 services/*.yaml "$LIBDIR/services/"
+say "installed $PREFIX/bin/tails-server and $LIBDIR"
+
+# 7. Guest images (cached by a hash of their inputs).
+if [ "$build_images" = 1 ]; then
+  "$PREFIX/bin/tails-server" image build
+fi
+say "done"

@@ -1,0 +1,123 @@
+//! Harness for the integration tests: runs the installed `tails-server` (the
+//! one `./setup.sh` built from this checkout) and inspects the host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test: `$TAILS_SERVER_BIN` or the installed one.
+pub fn bin() -> PathBuf {
+    std::env::var_os("TAILS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/tails-server"))
+}
+
+/// Result of one CLI run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `tails-server ARGS` with extra environment.
+pub fn ts_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run tails-server").into()
+}
+
+/// Run `tails-server ARGS`.
+pub fn ts(args: &[&str]) -> Run {
+    ts_env(args, &[])
+}
+
+/// Run `tails-server ARGS` and insist on success.
+pub fn ts_ok(args: &[&str]) -> Run {
+    let r = ts(args);
+    assert_eq!(r.code, 0, "tails-server {args:?} failed: {r:?}");
+    r
+}
+
+/// PIDs of processes whose command name starts with `prefix`.
+pub fn pids_named(prefix: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        // A zombie is gone for our purposes.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if comm.starts_with(prefix) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Everything the stack may leave behind, listed (empty when clean).
+pub fn leftovers(runtime: &Path) -> Vec<String> {
+    let mut l = Vec::new();
+    for name in ["qemu-system", "vhost-device"] {
+        for pid in pids_named(name) {
+            l.push(format!("process {name} {pid}"));
+        }
+    }
+    if runtime.exists() {
+        l.push(format!("runtime dir {}", runtime.display()));
+    }
+    l
+}
+
+/// The parsed `status --json`.
+pub fn status_json() -> serde_json::Value {
+    let r = ts_ok(&["status", "--json"]);
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {r:?}"))
+}
+
+/// The entry of `vm` in a status report.
+pub fn vm_status<'a>(status: &'a serde_json::Value, vm: &str) -> &'a serde_json::Value {
+    status["vms"]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["name"] == vm))
+        .unwrap_or_else(|| panic!("no {vm} in status: {status}"))
+}
+
+/// Wait until `cond` holds, polling, for at most `secs`.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed().as_secs() < secs {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    cond()
+}

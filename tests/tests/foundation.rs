@@ -1,0 +1,158 @@
+//! Issue 2, end to end on real QEMU: both VMs up and ready, the App VM's
+//! identity and internal link, exec in both guests, a QEMU killed from
+//! outside, a second `up`, bad input, and a `down` that leaves nothing.
+
+use std::path::Path;
+use tails_tests::*;
+
+const RUNTIME: &str = "/run/tails-server";
+
+fn clean_start() {
+    let _ = ts(&["down"]);
+    assert!(
+        leftovers(Path::new(RUNTIME)).is_empty(),
+        "not clean before the test: {:?}",
+        leftovers(Path::new(RUNTIME))
+    );
+}
+
+#[test]
+fn foundation_end_to_end() {
+    clean_start();
+
+    // up → both ready.
+    let r = ts(&["up"]);
+    assert_eq!(r.code, 0, "up failed: {r:?}");
+    assert!(
+        r.stderr.contains("torvm ready") && r.stderr.contains("appvm ready"),
+        "{r:?}"
+    );
+
+    let st = status_json();
+    for vm in ["torvm", "appvm"] {
+        let v = vm_status(&st, vm);
+        assert_eq!(v["state"], "running", "{vm}: {v}");
+        assert!(
+            v["agent"].as_str().unwrap_or("").starts_with("ready"),
+            "{vm}: {v}"
+        );
+        assert!(v["memory_mib"].as_u64().unwrap_or(0) >= 128, "{vm}: {v}");
+        assert!(v["pid"].as_u64().is_some(), "{vm}: {v}");
+    }
+    let accel = st["accel"].as_str().unwrap_or("").to_owned();
+    assert!(accel == "tcg" || accel == "kvm", "{st}");
+    assert_eq!(vm_status(&st, "torvm")["accel"], accel.as_str());
+
+    // A second up is a no-op that says so.
+    let r = ts(&["up"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("already up"), "{r:?}");
+
+    // The App VM's fixed identity on its only NIC.
+    let r = ts_ok(&["exec", "appvm", "--", "ip", "-o", "link"]);
+    assert!(r.stdout.contains("00:11:22:33:44:55"), "{r:?}");
+    let links: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("link/ether"))
+        .collect();
+    assert_eq!(
+        links.len(),
+        1,
+        "the App VM must have exactly one NIC: {r:?}"
+    );
+    let r = ts_ok(&["exec", "appvm", "--", "ip", "-o", "addr"]);
+    assert!(r.stdout.contains("10.1.2.3/24"), "{r:?}");
+    assert!(
+        !r.stdout.contains("inet6"),
+        "IPv6 must be off in the App VM: {r:?}"
+    );
+
+    // The internal link crosses to the Tor VM, whose MAC is the pinned gateway.
+    let r = ts_ok(&["exec", "appvm", "--", "ping", "-c1", "-W5", "10.1.2.1"]);
+    assert!(r.stdout.contains("1 received"), "{r:?}");
+    let r = ts_ok(&["exec", "appvm", "--", "ip", "neigh", "show", "10.1.2.1"]);
+    assert!(r.stdout.contains("00:55:44:33:22:11"), "{r:?}");
+
+    // exec in the Tor VM, and exit codes and stderr come back.
+    let r = ts_ok(&["exec", "torvm", "--", "ip", "-o", "addr"]);
+    assert!(r.stdout.contains("10.1.2.1/24"), "{r:?}");
+    let r = ts(&["exec", "torvm", "--", "sh", "-c", "echo oops >&2; exit 7"]);
+    assert_eq!(r.code, 7, "{r:?}");
+    assert!(r.stderr.contains("oops"), "{r:?}");
+    let r = ts(&["exec", "appvm", "--timeout", "1", "--", "sleep", "30"]);
+    assert_eq!(r.code, 124, "a command past its timeout is killed: {r:?}");
+    let r = ts(&["exec", "appvm", "--", "/nonexistent/program"]);
+    assert_eq!(r.code, 127, "{r:?}");
+
+    // Bad input: one clear line, non-zero exit.
+    let r = ts(&["exec", "mailvm", "--", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("unknown VM `mailvm`"), "{r:?}");
+
+    // A QEMU killed from outside shows as down.
+    let st = status_json();
+    let pid = vm_status(&st, "torvm")["pid"].as_u64().expect("torvm pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill torvm");
+    assert!(
+        wait_until(10, || vm_status(&status_json(), "torvm")["state"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("down")),
+        "killed torvm not shown as down: {}",
+        status_json()
+    );
+    let st = status_json();
+    assert!(
+        vm_status(&st, "torvm")["state"]
+            .as_str()
+            .unwrap_or("")
+            .contains("signal"),
+        "{st}"
+    );
+    assert_eq!(vm_status(&st, "appvm")["state"], "running", "{st}");
+    let r = ts(&["exec", "torvm", "--", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("torvm is down"), "{r:?}");
+
+    // down leaves no process, socket or runtime file.
+    let r = ts(&["down"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        wait_until(5, || leftovers(Path::new(RUNTIME)).is_empty()),
+        "left behind: {:?}",
+        leftovers(Path::new(RUNTIME))
+    );
+    let st = ts_ok(&["status"]);
+    assert!(st.stdout.contains("is down"), "{st:?}");
+    let r = ts(&["exec", "appvm", "--", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not up"), "{r:?}");
+}
+
+#[test]
+fn up_without_images_fails_cleanly() {
+    clean_start();
+    let empty = std::env::temp_dir().join(format!("ts-no-images-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let r = ts_env(
+        &["up"],
+        &[("TAILS_SERVER_IMAGE_DIR", empty.to_str().expect("utf-8"))],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("tails-server image build"),
+        "the error must say what to do: {r:?}"
+    );
+    assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {r:?}");
+    assert!(
+        wait_until(5, || leftovers(Path::new(RUNTIME)).is_empty()),
+        "left behind: {:?}",
+        leftovers(Path::new(RUNTIME))
+    );
+    let _ = std::fs::remove_dir_all(&empty);
+}

@@ -90,6 +90,14 @@ for u in tails-vsock tails-torvm tails-appvm; do
   fi
 done
 
+# QEMU may use KVM (when the daemon's probe shows that it really works): the
+# VM users get /dev/kvm through the kvm group, and only while KVM is chosen.
+if getent group kvm >/dev/null; then
+  for u in tails-torvm tails-appvm; do
+    id -nG "$u" | grep -qw kvm || adduser "$u" kvm >/dev/null
+  done
+fi
+
 # 5. Build: the host binary, and both guest agents linked statically.
 say "building tails-server and the guest agents"
 cargo build --release --locked -p tails-server

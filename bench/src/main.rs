@@ -67,20 +67,6 @@ fn accel(bin: &Path) -> Result<&'static str> {
     Ok("tcg")
 }
 
-/// An initramfs whose init powers the machine off at once.
-fn poweroff_initramfs(path: &Path) -> Result<()> {
-    let mut t = tails_images::initramfs::Tree::new();
-    t.dir("/bin", 0o755)?;
-    t.file_from("/bin/busybox", Path::new("/bin/busybox"), 0o755)?;
-    t.file(
-        "/init",
-        b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec(),
-        0o755,
-    )?;
-    t.write_file(path, 0)?;
-    Ok(())
-}
-
 fn bare_boot(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
     let start = Instant::now();
     let status = Command::new("qemu-system-x86_64")
@@ -132,7 +118,7 @@ fn boot(bin: &Path, runs: u32) -> Result<()> {
     let accel = accel(bin)?;
     let initrd =
         std::env::temp_dir().join(format!("tails-bench-poweroff-{}.cpio", std::process::id()));
-    poweroff_initramfs(&initrd)?;
+    tails_images::initramfs::write_poweroff(&initrd)?;
     let mut bare = Vec::new();
     let mut up = Vec::new();
     // Interleave, so that both see the same machine load.

@@ -1,10 +1,18 @@
-//! Which accelerator QEMU gets: KVM only where it really runs a guest.
+//! Which accelerator QEMU gets: KVM only where it really boots our kernel.
 //!
-//! `/dev/kvm` can exist and answer ioctls while running a vCPU hangs or fails
-//! (nested set-ups without hardware support). So the probe runs a real
-//! 9-byte real-mode guest (`out` then `hlt`) in a child process with a
-//! deadline; anything but the expected exits means TCG.
+//! `/dev/kvm` can exist and even run a few instructions while a real guest
+//! hangs (nested set-ups without full hardware support, as on our CI). So
+//! the probe has two steps: a 9-byte real-mode guest run through kvm-ioctls
+//! in a child process (cheap, rules out the obvious), then a real boot of the
+//! image's kernel with an initramfs that only powers off, under QEMU with
+//! KVM, as the VM's own user, with a deadline. The verdict of the second step
+//! is cached per host kernel, QEMU binary and guest kernel, so only the first
+//! `up` on a machine pays for it.
 
+use crate::paths::Paths;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,9 +33,66 @@ impl Accel {
     }
 }
 
-/// Decide the accelerator: `TAILS_SERVER_ACCEL=kvm|tcg` forces it, otherwise
-/// the probe decides. The probe runs `<this exe> probe-kvm` for at most 3 s.
-pub fn detect() -> Accel {
+/// How long a KVM boot to power-off may take before KVM is declared broken.
+const BOOT_PROBE: Duration = Duration::from_secs(20);
+
+/// Run `cmd` with a deadline; true if it exited 0 in time.
+fn succeeds_within(cmd: &mut Command, limit: Duration) -> bool {
+    let Ok(mut child) = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match child.try_wait() {
+            Ok(Some(s)) => return s.success(),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return false,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// What the boot probe's verdict depends on.
+fn probe_key(qemu: &Path, vmlinux: &Path) -> String {
+    let uname = nix::sys::utsname::uname()
+        .map(|u| {
+            format!(
+                "{} {}",
+                u.release().to_string_lossy(),
+                u.version().to_string_lossy()
+            )
+        })
+        .unwrap_or_default();
+    let stamp = |p: &Path| {
+        p.metadata()
+            .map(|m| format!("{}:{}:{}", p.display(), m.size(), m.mtime()))
+            .unwrap_or_default()
+    };
+    format!("{uname}|{}|{}", stamp(qemu), stamp(vmlinux))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Verdict {
+    key: String,
+    accel: Accel,
+}
+
+/// Decide the accelerator for VMs run as `user` (uid, gid, groups).
+/// `TAILS_SERVER_ACCEL=kvm|tcg` forces it.
+pub fn detect(
+    paths: &Paths,
+    qemu: &Path,
+    vmlinux: &Path,
+    user: (u32, u32),
+    groups: &[u32],
+) -> Accel {
     match std::env::var("TAILS_SERVER_ACCEL").as_deref() {
         Ok("kvm") => return Accel::Kvm,
         Ok("tcg") => return Accel::Tcg,
@@ -36,29 +101,88 @@ pub fn detect() -> Accel {
     let Ok(exe) = std::env::current_exe() else {
         return Accel::Tcg;
     };
-    let Ok(mut child) = Command::new(exe)
-        .arg("probe-kvm")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+    if !succeeds_within(Command::new(exe).arg("probe-kvm"), Duration::from_secs(3)) {
         return Accel::Tcg;
-    };
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => return Accel::Kvm,
-            Ok(Some(_)) | Err(_) => return Accel::Tcg,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+    }
+    let key = probe_key(qemu, vmlinux);
+    let cache = paths.accel_cache();
+    if let Ok(v) = std::fs::read(&cache).map(|b| serde_json::from_slice::<Verdict>(&b)) {
+        if let Ok(v) = v {
+            if v.key == key {
+                return v.accel;
+            }
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    Accel::Tcg
+    let accel = if boot_probe(paths, qemu, vmlinux, user, groups) {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    if let Ok(j) = serde_json::to_vec(&Verdict { key, accel }) {
+        let _ = std::fs::write(&cache, j);
+    }
+    accel
 }
 
-/// The probe itself (runs in the child): Ok when a vCPU executed our code.
+/// Boot `vmlinux` to power-off under KVM as the VM user.
+fn boot_probe(
+    paths: &Paths,
+    qemu: &Path,
+    vmlinux: &Path,
+    user: (u32, u32),
+    groups: &[u32],
+) -> bool {
+    let initrd = paths.runtime.join("kvm-probe.cpio");
+    if tails_images::initramfs::write_poweroff(&initrd).is_err() {
+        return false;
+    }
+    let mut cmd = Command::new(qemu);
+    cmd.args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ])
+    .args(["-machine", "q35,accel=kvm", "-cpu", "qemu64", "-m", "128M"])
+    .arg("-kernel")
+    .arg(vmlinux)
+    .arg("-initrd")
+    .arg(&initrd)
+    .args(["-append", "console=ttyS0 quiet panic=-1", "-serial", "null"])
+    .env_clear();
+    drop_privileges(&mut cmd, user, groups.to_vec());
+    let ok = succeeds_within(&mut cmd, BOOT_PROBE);
+    let _ = std::fs::remove_file(&initrd);
+    ok
+}
+
+/// Make `cmd` run as `user` with exactly the supplementary `groups`.
+pub fn drop_privileges(cmd: &mut Command, user: (u32, u32), groups: Vec<u32>) {
+    // SAFETY: only async-signal-safe system calls run in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let gids: Vec<libc::gid_t> = groups.clone();
+            if libc::setgroups(gids.len(), gids.as_ptr()) < 0
+                || libc::setgid(user.1) < 0
+                || libc::setuid(user.0) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The group that may open /dev/kvm, if the host has one.
+pub fn kvm_group() -> Option<u32> {
+    nix::unistd::Group::from_name("kvm")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
+/// The probe's first step (runs in a child): Ok when a vCPU executed our code.
 pub fn probe_kvm() -> Result<(), String> {
     use kvm_bindings::kvm_userspace_memory_region;
     use kvm_ioctls::{Kvm, VcpuExit};

@@ -31,7 +31,17 @@ pub async fn call(
         match read_frame::<_, Reply>(&mut conn, MAX_CTL_FRAME, REPLY).await {
             Ok(Reply::Progress(m)) => on_progress(&m),
             Ok(r) => return Ok(r),
-            Err(FrameError::Closed) => bail!("the daemon closed the connection; see its log"),
+            Err(FrameError::Closed) => {
+                bail!("the daemon is stopping (it closed the connection); try again")
+            }
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                bail!("the daemon is stopping (it closed the connection); try again")
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -150,8 +150,19 @@ impl Daemon {
             .context(
                 "the guest images are missing or out of date: run `tails-server image build`",
             )?;
-        progress("probing the accelerator".into());
-        let accel = tokio::task::spawn_blocking(accel::detect).await?;
+        progress("choosing the accelerator".into());
+        let torvm_user = crate::stack::user(crate::stack::USERS[1].0, crate::stack::USERS[1].1)?;
+        let (paths, q, k) = (self.paths.clone(), qemu.clone(), images.vmlinux.clone());
+        let accel = tokio::task::spawn_blocking(move || {
+            accel::detect(
+                &paths,
+                &q,
+                &k,
+                torvm_user,
+                &crate::stack::vm_groups(accel::Accel::Kvm),
+            )
+        })
+        .await?;
         let backend = Qemu { binary: qemu };
         Ok(Stack::up(&self.paths, &backend, &images, &vhost, accel, progress).await?)
     }

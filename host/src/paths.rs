@@ -65,6 +65,10 @@ impl Paths {
     pub fn console_log(&self, vm: &str) -> PathBuf {
         self.log.join(format!("{vm}.console.log"))
     }
+    /// Cached verdict of the KVM boot probe (kept across runs).
+    pub fn accel_cache(&self) -> PathBuf {
+        self.images.join("accel-probe.json")
+    }
     pub fn daemon_log(&self) -> PathBuf {
         self.log.join("daemon.log")
     }
@@ -79,21 +83,23 @@ impl Paths {
     }
 }
 
-/// Look a program up in PATH (and the usual sbin directories root has).
+/// Where the daemon looks for the programs it starts. Fixed, not `$PATH`: a
+/// root daemon must not run whatever a caller's environment points at, and
+/// the unprivileged users it runs them as must be able to read them.
+pub const PROGRAM_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// Find `name` in [`PROGRAM_DIRS`].
 pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = [
-        "/usr/local/sbin",
-        "/usr/local/bin",
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/root/.cargo/bin",
-    ];
-    std::env::split_paths(&path)
-        .chain(extra.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
+    PROGRAM_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
         .find(|p| is_executable(p))
 }
 

@@ -115,6 +115,14 @@ fn mkdir(path: &Path, owner: (u32, u32), mode: u32) -> Result<(), UpError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
 }
 
+/// Supplementary groups of a QEMU process: `kvm` only when KVM is used.
+pub fn vm_groups(accel: Accel) -> Vec<u32> {
+    match (accel, crate::accel::kvm_group()) {
+        (Accel::Kvm, Some(g)) => vec![g],
+        _ => vec![],
+    }
+}
+
 fn spec(
     role: Role,
     paths: &Paths,
@@ -148,6 +156,7 @@ fn spec(
         name: name.into(),
         uid: owner.0,
         gid: owner.1,
+        groups: vm_groups(accel),
         memory_mib,
         vcpus: 1,
         accel,

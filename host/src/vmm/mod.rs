@@ -50,6 +50,8 @@ pub struct VmSpec {
     /// Unprivileged user (and its group) the VM process runs as.
     pub uid: u32,
     pub gid: u32,
+    /// Its supplementary groups (exactly these; `kvm` when KVM is used).
+    pub groups: Vec<u32>,
     pub memory_mib: u32,
     pub vcpus: u32,
     pub accel: Accel,

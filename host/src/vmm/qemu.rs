@@ -141,9 +141,8 @@ impl Backend for Qemu {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .uid(spec.uid)
-            .gid(spec.gid)
             .current_dir(&spec.dir);
+        crate::accel::drop_privileges(&mut cmd, (spec.uid, spec.gid), spec.groups.clone());
         // SAFETY: only async-signal-safe calls (setsid, dup2) in the child.
         unsafe {
             cmd.pre_exec(move || {
@@ -294,6 +293,7 @@ mod tests {
             name: "appvm".into(),
             uid: 1000,
             gid: 1000,
+            groups: vec![],
             memory_mib: 512,
             vcpus: 1,
             accel: Accel::Tcg,

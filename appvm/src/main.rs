@@ -65,22 +65,26 @@ fn mount_root() -> Result<(), pid1::InitError> {
 }
 
 fn configure_network() -> Result<(), String> {
-    net::loopback_up().map_err(|e| e.to_string())?;
-    let dev = net::configure(MAC, ADDR).map_err(|e| e.to_string())?;
-    net::ip(&[
-        "neigh",
-        "replace",
-        GATEWAY,
-        "lladdr",
-        GATEWAY_MAC,
-        "dev",
-        &dev,
-        "nud",
-        "permanent",
+    let dev = net::iface_by_mac(MAC).map_err(|e| e.to_string())?;
+    net::ip_batch(&[
+        vec!["link", "set", "lo", "up"],
+        vec!["addr", "add", ADDR, "dev", &dev],
+        vec!["link", "set", &dev, "up"],
+        // The gateway's MAC is pinned: no ARP, nothing to spoof.
+        vec![
+            "neigh",
+            "replace",
+            GATEWAY,
+            "lladdr",
+            GATEWAY_MAC,
+            "dev",
+            &dev,
+            "nud",
+            "permanent",
+        ],
+        vec!["route", "add", "default", "via", GATEWAY, "dev", &dev],
     ])
     .map_err(|e| e.to_string())?;
-    net::ip(&["route", "add", "default", "via", GATEWAY, "dev", &dev])
-        .map_err(|e| e.to_string())?;
     log(format!("{dev} is {ADDR} via {GATEWAY}"));
     Ok(())
 }

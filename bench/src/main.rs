@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Parser)]
 struct Cli {
@@ -43,28 +43,6 @@ fn run_ok(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The accelerator `tails-server` would use.
-fn accel(bin: &Path) -> Result<&'static str> {
-    if let Ok(a) = std::env::var("TAILS_SERVER_ACCEL") {
-        return Ok(if a == "kvm" { "kvm" } else { "tcg" });
-    }
-    let mut child = Command::new(bin)
-        .arg("probe-kvm")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if let Some(s) = child.try_wait()? {
-            return Ok(if s.success() { "kvm" } else { "tcg" });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok("tcg")
 }
 
 fn bare_boot(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
@@ -103,28 +81,36 @@ fn bare_boot(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn up_time(bin: &Path) -> Result<f64> {
+/// Time `up` to both agents ready; also returns the accelerator it chose.
+fn up_time(bin: &Path) -> Result<(f64, String)> {
     run_ok(Command::new(bin).arg("down"))?;
     let start = Instant::now();
     run_ok(Command::new(bin).arg("up"))?;
     let t = start.elapsed().as_secs_f64();
+    let status = run_ok(Command::new(bin).args(["status", "--json"]))?;
     run_ok(Command::new(bin).arg("down"))?;
-    Ok(t)
+    let accel = serde_json::from_str::<serde_json::Value>(&status)?["accel"]
+        .as_str()
+        .context("status has no accelerator")?
+        .to_owned();
+    Ok((t, accel))
 }
 
 fn boot(bin: &Path, runs: u32) -> Result<()> {
     let dir = run_ok(Command::new(bin).args(["image", "show"]))?;
     let vmlinux = Path::new(dir.trim()).join(tails_images::VMLINUX);
-    let accel = accel(bin)?;
     let initrd =
         std::env::temp_dir().join(format!("tails-bench-poweroff-{}.cpio", std::process::id()));
     tails_images::initramfs::write_poweroff(&initrd)?;
     let mut bare = Vec::new();
     let mut up = Vec::new();
     // Interleave, so that both see the same machine load.
+    let mut accel = String::new();
     for i in 0..runs {
-        let b = bare_boot(&vmlinux, &initrd, accel)?;
-        let u = up_time(bin)?;
+        // The baseline runs with the accelerator the daemon chose.
+        let (u, a) = up_time(bin)?;
+        accel = a;
+        let b = bare_boot(&vmlinux, &initrd, &accel)?;
         eprintln!("run {}: bare boot {b:.2} s, up {u:.2} s", i + 1);
         bare.push(b);
         up.push(u);

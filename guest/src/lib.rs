@@ -12,8 +12,11 @@ pub mod pid1;
 pub mod server;
 
 /// Write one line to the console (the VM's serial log on the host).
+/// Lines carry the VM's uptime, like the kernel's, to see where boot time goes.
 pub fn log(msg: impl std::fmt::Display) {
-    eprintln!("tails-agent: {msg}");
+    let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let up = up.split_whitespace().next().unwrap_or("?");
+    eprintln!("[{up:>8}] tails-agent: {msg}");
 }
 
 /// The life of an agent: as PID 1, run `early_init` then split off the reaper;

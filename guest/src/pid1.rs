@@ -87,6 +87,7 @@ pub fn mount_pseudo_fs() -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
+    crate::log("init started");
     Ok(())
 }
 

@@ -75,7 +75,12 @@ fn probe_key(qemu: &Path, vmlinux: &Path) -> String {
             .map(|m| format!("{}:{}:{}", p.display(), m.size(), m.mtime()))
             .unwrap_or_default()
     };
-    format!("{uname}|{}|{}", stamp(qemu), stamp(vmlinux))
+    // Who may open /dev/kvm decides too (the VM users reach it through a group).
+    let dev = Path::new("/dev/kvm")
+        .metadata()
+        .map(|m| format!("{:o}:{}:{}", m.mode(), m.uid(), m.gid()))
+        .unwrap_or_else(|_| "absent".into());
+    format!("{uname}|{dev}|{}|{}", stamp(qemu), stamp(vmlinux))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -98,20 +103,18 @@ pub fn detect(
         Ok("tcg") => return Accel::Tcg,
         _ => {}
     }
+    let key = probe_key(qemu, vmlinux);
+    let cache = paths.accel_cache();
+    if let Ok(Ok(v)) = std::fs::read(&cache).map(|b| serde_json::from_slice::<Verdict>(&b)) {
+        if v.key == key {
+            return v.accel;
+        }
+    }
     let Ok(exe) = std::env::current_exe() else {
         return Accel::Tcg;
     };
     if !succeeds_within(Command::new(exe).arg("probe-kvm"), Duration::from_secs(3)) {
         return Accel::Tcg;
-    }
-    let key = probe_key(qemu, vmlinux);
-    let cache = paths.accel_cache();
-    if let Ok(v) = std::fs::read(&cache).map(|b| serde_json::from_slice::<Verdict>(&b)) {
-        if let Ok(v) = v {
-            if v.key == key {
-                return v.accel;
-            }
-        }
     }
     let accel = if boot_probe(paths, qemu, vmlinux, user, groups) {
         Accel::Kvm

@@ -26,7 +26,18 @@ pub async fn call(
     req: &Request,
     mut on_progress: impl FnMut(&str),
 ) -> Result<Reply> {
-    write_frame(&mut conn, req, MAX_CTL_FRAME, Duration::from_secs(10)).await?;
+    let sent = write_frame(&mut conn, req, MAX_CTL_FRAME, Duration::from_secs(10)).await;
+    if let Err(e) = sent {
+        // Whatever answers may have spoken before hanging up: that says more.
+        return match read_frame::<_, Reply>(&mut conn, MAX_CTL_FRAME, Duration::from_secs(1)).await
+        {
+            Err(FrameError::Closed) | Err(FrameError::Timeout(_)) | Ok(_) => {
+                Err(anyhow::Error::new(e).context("cannot talk to the daemon"))
+            }
+            Err(e2) => Err(anyhow::Error::new(e2)
+                .context("the control socket does not answer like tails-server")),
+        };
+    }
     loop {
         match read_frame::<_, Reply>(&mut conn, MAX_CTL_FRAME, REPLY).await {
             Ok(Reply::Progress(m)) => on_progress(&m),

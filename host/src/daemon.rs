@@ -5,6 +5,7 @@
 
 use crate::accel;
 use crate::ctl::{Reply, Request, StatusReport, MAX_CTL_FRAME};
+use crate::log;
 use crate::paths::{find_program, Paths};
 use crate::stack::Stack;
 use crate::vmm::qemu::Qemu;
@@ -14,20 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tails_proto::{read_frame, write_frame};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, RwLock};
 
 const IO: Duration = Duration::from_secs(30);
 
 struct Daemon {
     paths: Paths,
-    stack: Mutex<Option<Stack>>,
+    /// Written by `up` and `down` only; status and exec share it, so a slow
+    /// guest delays its own answer and nothing else.
+    stack: RwLock<Option<Stack>>,
     /// Tells the accept loop to stop (after `down` or a failed `up`).
     quit: mpsc::Sender<()>,
-}
-
-/// Log a line to the daemon's log (stderr, redirected by the CLI).
-fn log(msg: impl std::fmt::Display) {
-    eprintln!("tails-server daemon: {msg}");
 }
 
 /// Run the daemon in the foreground until the stack is down.
@@ -43,7 +41,7 @@ pub async fn run(paths: Paths) -> Result<()> {
     let (tx, mut rx) = mpsc::channel(1);
     let d = Arc::new(Daemon {
         paths: paths.clone(),
-        stack: Mutex::new(None),
+        stack: RwLock::new(None),
         quit: tx,
     });
     log(format!("listening on {}", sock.display()));
@@ -100,7 +98,7 @@ impl Daemon {
                 argv,
                 timeout_secs,
             } => {
-                let Ok(guard) = self.stack.try_lock() else {
+                let Ok(guard) = self.stack.try_read() else {
                     self.busy(&tx);
                     return;
                 };
@@ -117,7 +115,7 @@ impl Daemon {
     }
 
     async fn up(&self, tx: &mpsc::UnboundedSender<Reply>) -> Reply {
-        let mut guard = self.stack.lock().await;
+        let mut guard = self.stack.write().await;
         if guard.is_some() {
             return Reply::Done("tails-server is already up (see `tails-server status`)".into());
         }
@@ -168,7 +166,7 @@ impl Daemon {
     }
 
     async fn down(&self) -> Reply {
-        let stack = self.stack.lock().await.take();
+        let stack = self.stack.write().await.take();
         if let Some(s) = stack {
             s.down().await;
         }
@@ -184,11 +182,11 @@ impl Daemon {
     }
 
     async fn status(&self, tx: &mpsc::UnboundedSender<Reply>) -> Option<Reply> {
-        let Ok(mut guard) = self.stack.try_lock() else {
+        let Ok(guard) = self.stack.try_read() else {
             self.busy(tx);
             return None;
         };
-        Some(match guard.as_mut() {
+        Some(match guard.as_ref() {
             None => Reply::Error("tails-server is not up: run `tails-server up`".into()),
             Some(s) => Reply::Status(StatusReport {
                 daemon_pid: std::process::id(),

@@ -78,6 +78,12 @@ enum ImageCmd {
     Show,
 }
 
+/// Log a line to the daemon's log (its stderr, redirected by the CLI).
+/// Never pass a secret or a guest's raw bytes: errors are already bounded.
+pub(crate) fn log(msg: impl std::fmt::Display) {
+    eprintln!("tails-server daemon: {msg}");
+}
+
 /// The inputs of the image build for this installation.
 pub fn image_inputs(paths: &Paths) -> tails_images::BuildInputs {
     tails_images::BuildInputs {

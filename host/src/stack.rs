@@ -79,7 +79,7 @@ struct Member {
 /// A running stack.
 pub struct Stack {
     paths: Paths,
-    vhost: VhostVsock,
+    vhost: std::sync::Mutex<VhostVsock>,
     members: Vec<Member>,
     pub accel: Accel,
     pub backend: &'static str,
@@ -217,7 +217,7 @@ async fn wait_ready(
                 log,
             });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -254,7 +254,7 @@ impl Stack {
         )?;
         let mut stack = Stack {
             paths: paths.clone(),
-            vhost,
+            vhost: std::sync::Mutex::new(vhost),
             members: Vec::new(),
             accel,
             backend: backend.name(),
@@ -321,7 +321,9 @@ impl Stack {
 
     fn write_state(&self) {
         let mut pids: Vec<u32> = self.members.iter().filter_map(|m| m.vm.pid()).collect();
-        pids.push(self.vhost.pid());
+        if let Ok(v) = self.vhost.lock() {
+            pids.push(v.pid());
+        }
         let st = StateFile {
             daemon_pid: std::process::id(),
             pids,
@@ -350,20 +352,22 @@ impl Stack {
                 "{role} is down (QEMU {how}): run `tails-server down` then `tails-server up`"
             ));
         }
-        let mut agent = Agent::connect(&self.paths.vsock_uds(role.name()), role)
-            .await
-            .map_err(|e| format!("{role} agent: {e}"))?;
-        agent
-            .exec(argv, timeout, Vec::new())
-            .await
-            .map_err(|e| format!("{role} agent: {e}"))
+        let result = match Agent::connect(&self.paths.vsock_uds(role.name()), role).await {
+            Ok(mut agent) => agent.exec(argv, timeout, Vec::new()).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| {
+            crate::log(format!("{role} agent: {e}"));
+            format!("{role} agent: {e}")
+        })
     }
 
     /// State of vhost-device-vsock: `running` or how it ended.
-    pub fn vsock_state(&mut self) -> String {
-        match self.vhost.exited() {
-            None => "running".into(),
-            Some(how) => format!("down ({how})"),
+    pub fn vsock_state(&self) -> String {
+        match self.vhost.lock().map(|mut v| v.exited()) {
+            Ok(None) => "running".into(),
+            Ok(Some(how)) => format!("down ({how})"),
+            Err(_) => "unknown".into(),
         }
     }
 
@@ -393,12 +397,16 @@ impl Stack {
                 Err(_) => ("unknown (QMP query failed)".into(), None, None),
             };
             let agent = match Agent::connect(&self.paths.vsock_uds(m.role.name()), m.role).await {
-                Ok(mut a) => match a.ping().await {
-                    Ok(_) => format!("ready (agent {})", a.version),
-                    Err(e) => format!("unreachable ({e})"),
-                },
-                Err(e) => format!("unreachable ({e})"),
-            };
+                Ok(mut a) => a
+                    .ping()
+                    .await
+                    .map(|_| format!("ready (agent {})", a.version)),
+                Err(e) => Err(e),
+            }
+            .unwrap_or_else(|e| {
+                crate::log(format!("{} agent: {e}", m.role));
+                format!("unreachable ({e})")
+            });
             out.push(VmStatus {
                 name: m.role,
                 state,
@@ -424,7 +432,9 @@ impl Stack {
         for m in &self.members {
             stop_vm(&self.paths, m, graceful).await;
         }
-        self.vhost.stop();
+        if let Ok(mut v) = self.vhost.lock() {
+            v.stop();
+        }
         remove_runtime(&self.paths);
     }
 }

@@ -232,6 +232,20 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
+/// A minimal initramfs whose init powers the machine off at once: the
+/// baseline of the boot benchmark and the payload of the accelerator probe.
+pub fn write_poweroff(path: &Path) -> Result<u64, ImageError> {
+    let mut t = Tree::new();
+    t.dir("/bin", 0o755)?;
+    t.file_from("/bin/busybox", Path::new(crate::BUSYBOX_PATH), 0o755)?;
+    t.file(
+        "/init",
+        b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec(),
+        0o755,
+    )?;
+    t.write_file(path, 0)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -345,18 +359,4 @@ pub(crate) mod tests {
         assert!(t.file("/../etc/x", vec![], 0o644).is_err());
         assert!(t.dir("/", 0o755).is_err());
     }
-}
-
-/// A minimal initramfs whose init powers the machine off at once: the
-/// baseline of the boot benchmark and the payload of the accelerator probe.
-pub fn write_poweroff(path: &Path) -> Result<u64, ImageError> {
-    let mut t = Tree::new();
-    t.dir("/bin", 0o755)?;
-    t.file_from("/bin/busybox", Path::new(crate::BUSYBOX_PATH), 0o755)?;
-    t.file(
-        "/init",
-        b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec(),
-        0o755,
-    )?;
-    t.write_file(path, 0)
 }

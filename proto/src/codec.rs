@@ -24,9 +24,9 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("frame not received within {0:?}")]
     Timeout(Duration),
-    #[error("malformed message: {0}")]
+    #[error("malformed message")]
     Malformed(#[from] serde_json::Error),
-    #[error("i/o: {0}")]
+    #[error("i/o error")]
     Io(#[from] std::io::Error),
 }
 

@@ -1,0 +1,114 @@
+//! Bad input and leftovers: each gets one clear line and leaves nothing behind.
+//! These do not boot VMs.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use tails_tests::*;
+
+const RUNTIME: &str = "/run/tails-server";
+
+fn one_line(r: &Run) {
+    assert_eq!(
+        r.stderr.trim().lines().count(),
+        1,
+        "one line expected: {r:?}"
+    );
+}
+
+#[test]
+fn image_build_names_the_missing_agent() {
+    let r = ts_env(
+        &["image", "build"],
+        &[("TAILS_SERVER_LIB_DIR", "/nonexistent/lib")],
+    );
+    assert_ne!(r.code, 0);
+    one_line(&r);
+    assert!(
+        r.stderr
+            .contains("agent is not installed at /nonexistent/lib")
+            && r.stderr.contains("./setup.sh"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn unknown_commands_and_arguments_are_refused() {
+    for args in [
+        &["exec", "torvm"][..],                                 // no command
+        &["exec", "torvm", "--timeout", "0", "--", "true"][..], // out of range
+        &["launch"][..],
+    ] {
+        let r = ts(args);
+        assert_ne!(r.code, 0, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("error"), "{args:?}: {r:?}");
+    }
+}
+
+#[test]
+fn non_root_is_refused() {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .arg("status")
+        .output()
+        .expect("setpriv");
+    let r: Run = out.into();
+    assert_ne!(r.code, 0);
+    one_line(&r);
+    assert!(r.stderr.contains("must run as root"), "{r:?}");
+}
+
+/// Runtime files left by a daemon that died: `status` says so, `down` cleans.
+#[test]
+fn stale_runtime_is_reported_and_cleaned() {
+    let _ = ts(&["down"]);
+    std::fs::create_dir_all(RUNTIME).expect("mkdir");
+    // A PID that is surely dead: a child we already reaped.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let dead = child.id();
+    child.wait().expect("wait");
+    std::fs::write(format!("{RUNTIME}/daemon.pid"), dead.to_string()).expect("pid");
+    let sock = format!("{RUNTIME}/control.sock");
+    let _ = std::fs::remove_file(&sock);
+    drop(UnixListener::bind(&sock).expect("bind"));
+    let r = ts_ok(&["status"]);
+    assert!(r.stdout.contains("dead daemon left runtime files"), "{r:?}");
+    let r = ts_ok(&["down"]);
+    assert!(r.stdout.contains("cleaned up"), "{r:?}");
+    assert!(
+        leftovers(Path::new(RUNTIME)).is_empty(),
+        "{:?}",
+        leftovers(Path::new(RUNTIME))
+    );
+}
+
+/// Something that is not our daemon answers on the control socket.
+#[test]
+fn impostor_on_the_control_socket_gets_a_clear_error() {
+    let _ = ts(&["down"]);
+    std::fs::create_dir_all(RUNTIME).expect("mkdir");
+    let sock = format!("{RUNTIME}/control.sock");
+    let _ = std::fs::remove_file(&sock);
+    let l = UnixListener::bind(&sock).expect("bind");
+    let t = std::thread::spawn(move || {
+        for _ in 0..2 {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 512];
+                let _ = std::io::Read::read(&mut s, &mut buf);
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello");
+            }
+        }
+    });
+    for args in [&["status"][..], &["exec", "appvm", "--", "true"][..]] {
+        let r = ts(args);
+        assert_ne!(r.code, 0, "{args:?}: {r:?}");
+        one_line(&r);
+        assert!(
+            r.stderr.contains("does not speak this protocol"),
+            "{args:?}: {r:?}"
+        );
+    }
+    t.join().expect("impostor thread");
+    let _ = std::fs::remove_dir_all(RUNTIME);
+}

@@ -11,10 +11,16 @@ use nix::mount::MsFlags;
 use tails_guest::{log, net, pid1};
 use tails_proto::Role;
 
-const MAC: &str = "00:11:22:33:44:55";
-const ADDR: &str = "10.1.2.3/24";
-const GATEWAY: &str = "10.1.2.1";
-const GATEWAY_MAC: &str = "00:55:44:33:22:11";
+/// The only NIC: fixed identity, gateway pinned (no ARP, nothing to spoof).
+const NET: net::Plan = net::Plan {
+    mac: "00:11:22:33:44:55",
+    addr: std::net::Ipv4Addr::new(10, 1, 2, 3),
+    prefix: 24,
+    gateway: Some((
+        std::net::Ipv4Addr::new(10, 1, 2, 1),
+        [0x00, 0x55, 0x44, 0x33, 0x22, 0x11],
+    )),
+};
 /// The read-only root: the first virtio disk.
 const ROOT_DEV: &str = "/dev/vda";
 const HOSTNAME: &str = "localhost";
@@ -64,31 +70,6 @@ fn mount_root() -> Result<(), pid1::InitError> {
     )
 }
 
-fn configure_network() -> Result<(), String> {
-    let dev = net::iface_by_mac(MAC).map_err(|e| e.to_string())?;
-    net::ip_batch(&[
-        vec!["link", "set", "lo", "up"],
-        vec!["addr", "add", ADDR, "dev", &dev],
-        vec!["link", "set", &dev, "up"],
-        // The gateway's MAC is pinned: no ARP, nothing to spoof.
-        vec![
-            "neigh",
-            "replace",
-            GATEWAY,
-            "lladdr",
-            GATEWAY_MAC,
-            "dev",
-            &dev,
-            "nud",
-            "permanent",
-        ],
-        vec!["route", "add", "default", "via", GATEWAY, "dev", &dev],
-    ])
-    .map_err(|e| e.to_string())?;
-    log(format!("{dev} is {ADDR} via {GATEWAY}"));
-    Ok(())
-}
-
 fn main() {
-    tails_guest::run_agent(Role::Appvm, early_init, configure_network)
+    tails_guest::run_agent(Role::Appvm, early_init, NET)
 }

@@ -20,13 +20,13 @@ pub fn log(msg: impl std::fmt::Display) {
 }
 
 /// The life of an agent: as PID 1, run `early_init` then split off the reaper;
-/// then `network`, then serve the host until power-off. Any failure before
+/// then configure the `network`, then serve the host until power-off. Any failure before
 /// the server is up powers the VM off (as init) or exits: a VM whose agent
 /// cannot serve is useless and must not linger half-configured.
 pub fn run_agent(
     role: tails_proto::Role,
     early_init: fn() -> Result<(), String>,
-    network: fn() -> Result<(), String>,
+    network: net::Plan,
 ) -> ! {
     if pid1::is_init() {
         if let Err(e) = early_init() {
@@ -38,10 +38,6 @@ pub fn run_agent(
             pid1::power_off();
         }
     }
-    if let Err(e) = network() {
-        log(format!("network set-up failed: {e}"));
-        std::process::exit(1);
-    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,8 +48,17 @@ pub fn run_agent(
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(server::serve(role)) {
-        log(format!("vsock server failed: {e}"));
+    let result = rt.block_on(async {
+        match net::configure(&network).await {
+            Ok(dev) => log(format!("{dev} is {}/{}", network.addr, network.prefix)),
+            Err(e) => return Err(format!("network set-up failed: {e}")),
+        }
+        server::serve(role)
+            .await
+            .map_err(|e| format!("vsock server failed: {e}"))
+    });
+    if let Err(e) = result {
+        log(e);
     }
     std::process::exit(1);
 }

@@ -99,7 +99,7 @@ impl Agent {
                 if got != role {
                     return Err(AgentError::WrongRole { want: role, got });
                 }
-                let version: String = agent_version.chars().take(64).collect();
+                let version = printable(&agent_version, 64);
                 Ok(Agent { stream, version })
             }
             other => Err(AgentError::Unexpected(kind(&other).into())),
@@ -109,9 +109,7 @@ impl Agent {
     async fn call(&mut self, msg: &HostMsg, deadline: Duration) -> Result<GuestMsg, AgentError> {
         write_frame(&mut self.stream, msg, MAX_HOST_FRAME, REPLY).await?;
         match read_frame(&mut self.stream, MAX_GUEST_FRAME, deadline).await? {
-            GuestMsg::Error { message } => {
-                Err(AgentError::Remote(message.chars().take(512).collect()))
-            }
+            GuestMsg::Error { message } => Err(AgentError::Remote(printable(&message, 512))),
             m => Ok(m),
         }
     }
@@ -150,6 +148,21 @@ impl Agent {
             other => Err(AgentError::Unexpected(kind(&other).into())),
         }
     }
+}
+
+/// A guest-chosen string made safe to show: at most `max` characters, and
+/// nothing a terminal would interpret (escape sequences, control characters).
+pub fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// A message's kind, for errors (never its guest-chosen contents).
@@ -246,6 +259,13 @@ mod tests {
         let (_d, p) = fake_guest(move |s| Box::pin(ok_then(s, frame(&hello)))).await;
         let a = Agent::connect(&p, Role::Appvm).await.unwrap();
         assert_eq!(a.version, "0.1.0");
+    }
+
+    #[test]
+    fn guest_strings_cannot_drive_the_terminal() {
+        assert_eq!(printable("0.1\x1b]0;pwned\x07\n", 64), "0.1?]0;pwned??");
+        assert_eq!(printable(&"x".repeat(100), 64).len(), 64);
+        assert_eq!(printable("h\u{e9}llo", 64), "h?llo");
     }
 
     #[tokio::test]

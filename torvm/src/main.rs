@@ -8,9 +8,13 @@
 use tails_guest::{log, net, pid1};
 use tails_proto::Role;
 
-/// MAC of the Tor VM's NIC on the internal link (the App VM's gateway).
-const INTERNAL_MAC: &str = "00:55:44:33:22:11";
-const INTERNAL_ADDR: &str = "10.1.2.1/24";
+/// The Tor VM's NIC on the internal link: the App VM's gateway.
+const INTERNAL: net::Plan = net::Plan {
+    mac: "00:55:44:33:22:11",
+    addr: std::net::Ipv4Addr::new(10, 1, 2, 1),
+    prefix: 24,
+    gateway: None,
+};
 
 fn early_init() -> Result<(), String> {
     pid1::mount_pseudo_fs().map_err(|e| e.to_string())?;
@@ -23,13 +27,6 @@ fn early_init() -> Result<(), String> {
     Ok(())
 }
 
-fn configure_network() -> Result<(), String> {
-    net::loopback_up().map_err(|e| e.to_string())?;
-    let dev = net::configure(INTERNAL_MAC, INTERNAL_ADDR).map_err(|e| e.to_string())?;
-    log(format!("internal link {dev} is {INTERNAL_ADDR}"));
-    Ok(())
-}
-
 fn main() {
-    tails_guest::run_agent(Role::Torvm, early_init, configure_network)
+    tails_guest::run_agent(Role::Torvm, early_init, INTERNAL)
 }

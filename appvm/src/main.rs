@@ -20,6 +20,7 @@ const NET: net::Plan = net::Plan {
         std::net::Ipv4Addr::new(10, 1, 2, 1),
         [0x00, 0x55, 0x44, 0x33, 0x22, 0x11],
     )),
+    required: true,
 };
 /// The read-only root: the first virtio disk.
 const ROOT_DEV: &str = "/dev/vda";
@@ -71,5 +72,10 @@ fn mount_root() -> Result<(), pid1::InitError> {
 }
 
 fn main() {
-    tails_guest::run_agent(Role::Appvm, early_init, NET)
+    tails_guest::run_agent(
+        Role::Appvm,
+        early_init,
+        &[NET],
+        std::sync::Arc::new(tails_guest::server::NoExtension(Role::Appvm)),
+    )
 }

@@ -80,11 +80,11 @@ fn bare_cmd(vmlinux: &Path, initrd: &Path, accel: &str, mem: &str) -> Command {
     c
 }
 
-/// Two bare boots at once (128 MiB and 512 MiB, like the Tor VM and the App
+/// Two bare boots at once (192 MiB and 512 MiB, like the Tor VM and the App
 /// VM), timed until both powered off: the same load shape as `up`.
 fn bare_pair(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
     let start = Instant::now();
-    let mut a = bare_cmd(vmlinux, initrd, accel, "128M").spawn()?;
+    let mut a = bare_cmd(vmlinux, initrd, accel, "192M").spawn()?;
     let mut b = bare_cmd(vmlinux, initrd, accel, "512M").spawn()?;
     let (sa, sb) = (a.wait()?, b.wait()?);
     if !sa.success() || !sb.success() {
@@ -106,7 +106,7 @@ fn bare_boot(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
 fn up_time(bin: &Path) -> Result<(f64, String)> {
     run_ok(Command::new(bin).arg("down"))?;
     let start = Instant::now();
-    run_ok(Command::new(bin).arg("up"))?;
+    run_ok(Command::new(bin).args(["up", "--network", "none"]))?;
     let t = start.elapsed().as_secs_f64();
     let status = run_ok(Command::new(bin).args(["status", "--json"]))?;
     run_ok(Command::new(bin).arg("down"))?;

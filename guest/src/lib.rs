@@ -26,8 +26,12 @@ pub fn log(msg: impl std::fmt::Display) {
 pub fn run_agent(
     role: tails_proto::Role,
     early_init: fn() -> Result<(), String>,
-    network: net::Plan,
+    network: &[net::Plan],
+    ext: std::sync::Arc<dyn server::Extension>,
 ) -> ! {
+    // PID 1 starts with no PATH; everything the agent runs is found here.
+    // SAFETY (set_var): still single-threaded.
+    unsafe { std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin") };
     if pid1::is_init() {
         if let Err(e) = early_init() {
             log(format!("early init failed: {e}"));
@@ -49,11 +53,14 @@ pub fn run_agent(
         }
     };
     let result = rt.block_on(async {
-        match net::configure(&network).await {
-            Ok(dev) => log(format!("{dev} is {}/{}", network.addr, network.prefix)),
-            Err(e) => return Err(format!("network set-up failed: {e}")),
+        for plan in network {
+            match net::configure(plan).await {
+                Ok(Some(dev)) => log(format!("{dev} is {}/{}", plan.addr, plan.prefix)),
+                Ok(None) => log(format!("no NIC {}: skipped", plan.mac)),
+                Err(e) => return Err(format!("network set-up failed: {e}")),
+            }
         }
-        server::serve(role)
+        server::serve(role, ext)
             .await
             .map_err(|e| format!("vsock server failed: {e}"))
     });

@@ -26,6 +26,8 @@ pub struct Plan {
     pub prefix: u8,
     /// Default gateway and its MAC, pinned in the neighbour table (no ARP).
     pub gateway: Option<(Ipv4Addr, [u8; 6])>,
+    /// When false, a VM started without this NIC skips it.
+    pub required: bool,
 }
 
 /// Index of the interface whose sysfs directory is `dir`.
@@ -61,8 +63,12 @@ async fn link_up(h: &Handle, index: u32) -> Result<(), NetError> {
         .map_err(nl)
 }
 
-/// Bring `lo` up and apply `plan`; returns the configured interface's name.
-pub async fn configure(plan: &Plan) -> Result<String, NetError> {
+/// Bring `lo` up and apply `plan`; returns the configured interface's name,
+/// or `None` when an optional interface is absent.
+pub async fn configure(plan: &Plan) -> Result<Option<String>, NetError> {
+    if !plan.required && iface_by_mac(plan.mac).is_err() {
+        return Ok(None);
+    }
     let (conn, h, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
     let task = tokio::spawn(conn);
     let result = async {
@@ -91,7 +97,7 @@ pub async fn configure(plan: &Plan) -> Result<String, NetError> {
                 .build();
             h.route().add(route).execute().await.map_err(nl)?;
         }
-        Ok(name)
+        Ok(Some(name))
     }
     .await;
     task.abort();

@@ -87,6 +87,19 @@ pub fn mount_pseudo_fs() -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
+    // devtmpfs has no /dev/fd or /dev/std*; programs (nft -f -) expect them.
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        match std::os::unix::fs::symlink(target, link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(link)(e)),
+        }
+    }
     crate::log("init started");
     Ok(())
 }
@@ -208,6 +221,20 @@ pub fn power_off() -> ! {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
+}
+
+/// uid and gid of `name` from /etc/passwd (read directly: a static binary
+/// cannot rely on NSS).
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() >= 4 && f[0] == name {
+            Some((f[2].parse().ok()?, f[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
 }
 
 /// True when this process is the VM's init.

@@ -1,5 +1,7 @@
 //! The vsock server through which the host controls a guest agent.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tails_proto::msg::{GuestMsg, HostMsg, Role, AGENT_PORT, MAX_GUEST_FRAME, MAX_HOST_FRAME};
@@ -13,8 +15,28 @@ const MAX_CONNECTIONS: usize = 16;
 const IDLE: Duration = Duration::from_secs(600);
 const WRITE: Duration = Duration::from_secs(30);
 
+/// What an agent answers beyond the common requests (ping, exec, power-off).
+pub trait Extension: Send + Sync + 'static {
+    /// Answer `msg`, which is not one of the common requests.
+    fn handle(&self, msg: HostMsg) -> Pin<Box<dyn Future<Output = GuestMsg> + Send + '_>>;
+}
+
+/// An agent with no requests of its own.
+pub struct NoExtension(pub Role);
+
+impl Extension for NoExtension {
+    fn handle(&self, _msg: HostMsg) -> Pin<Box<dyn Future<Output = GuestMsg> + Send + '_>> {
+        let role = self.0;
+        Box::pin(async move {
+            GuestMsg::Error {
+                message: format!("the {role} agent does not handle this request"),
+            }
+        })
+    }
+}
+
 /// Serve the host forever on vsock [`AGENT_PORT`].
-pub async fn serve(role: Role) -> std::io::Result<()> {
+pub async fn serve(role: Role, ext: Arc<dyn Extension>) -> std::io::Result<()> {
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
     crate::log(format!("{role} agent listening on vsock port {AGENT_PORT}"));
     let started = Instant::now();
@@ -31,9 +53,10 @@ pub async fn serve(role: Role) -> std::io::Result<()> {
             crate::log("too many host connections; refusing one");
             continue;
         };
+        let ext = ext.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = session(role, stream, started).await {
+            if let Err(e) = session(role, stream, started, &*ext).await {
                 crate::log(format!("host session ended: {e}"));
             }
         });
@@ -44,6 +67,7 @@ async fn session(
     role: Role,
     mut s: tokio_vsock::VsockStream,
     started: Instant,
+    ext: &dyn Extension,
 ) -> Result<(), tails_proto::FrameError> {
     let hello = GuestMsg::Hello {
         role,
@@ -67,6 +91,7 @@ async fn session(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 crate::pid1::power_off();
             }
+            other => ext.handle(other).await,
         };
         write_frame(&mut s, &reply, MAX_GUEST_FRAME, WRITE).await?;
     }

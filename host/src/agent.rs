@@ -9,7 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 use tails_proto::msg::{
-    ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, AGENT_PORT, MAX_GUEST_FRAME, MAX_HOST_FRAME,
+    ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, TorConfig, TorProgress, AGENT_PORT,
+    MAX_GUEST_FRAME, MAX_HOST_FRAME,
 };
 use tails_proto::{read_frame, write_frame, FrameError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,6 +142,26 @@ impl Agent {
         }
     }
 
+    /// Tor VM: write the torrc and start tor.
+    pub async fn start_tor(&mut self, cfg: TorConfig) -> Result<(), AgentError> {
+        match self.call(&HostMsg::StartTor(cfg), REPLY).await? {
+            GuestMsg::TorStarted => Ok(()),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
+    /// Tor VM: tor's bootstrap state, made safe to show.
+    pub async fn tor_status(&mut self) -> Result<TorProgress, AgentError> {
+        match self.call(&HostMsg::TorStatus, REPLY).await? {
+            GuestMsg::Tor(p) => Ok(TorProgress {
+                progress: p.progress.min(100),
+                summary: printable(&p.summary, 160),
+                running: p.running,
+            }),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
     /// Order a power-off; Ok once the agent acknowledged.
     pub async fn power_off(&mut self) -> Result<(), AgentError> {
         match self.call(&HostMsg::PowerOff, REPLY).await? {
@@ -172,6 +193,8 @@ fn kind(m: &GuestMsg) -> &'static str {
         GuestMsg::Pong { .. } => "Pong",
         GuestMsg::Exec(_) => "Exec",
         GuestMsg::PoweringOff => "PoweringOff",
+        GuestMsg::TorStarted => "TorStarted",
+        GuestMsg::Tor(_) => "Tor",
         GuestMsg::Error { .. } => "Error",
     }
 }

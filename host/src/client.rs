@@ -20,11 +20,25 @@ pub async fn connect(paths: &Paths) -> Option<UnixStream> {
     UnixStream::connect(paths.control_socket()).await.ok()
 }
 
-/// Send `req` and call `on_reply` for every reply until the final one, which is returned.
+/// Something a long request reports before its final reply.
+pub enum Event<'a> {
+    Step(&'a str),
+    Tor(&'a tails_proto::TorProgress),
+}
+
+fn tor_bar() -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(100);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("tor [{bar:30}] {pos:>3}% {msg}") {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b
+}
+
+/// Send `req` and call `on_progress` for every report until the final reply, which is returned.
 pub async fn call(
     mut conn: UnixStream,
     req: &Request,
-    mut on_progress: impl FnMut(&str),
+    mut on_progress: impl FnMut(Event),
 ) -> Result<Reply> {
     let sent = write_frame(&mut conn, req, MAX_CTL_FRAME, Duration::from_secs(10)).await;
     if let Err(e) = sent {
@@ -40,7 +54,8 @@ pub async fn call(
     }
     loop {
         match read_frame::<_, Reply>(&mut conn, MAX_CTL_FRAME, REPLY).await {
-            Ok(Reply::Progress(m)) => on_progress(&m),
+            Ok(Reply::Progress(m)) => on_progress(Event::Step(&m)),
+            Ok(Reply::Tor(p)) => on_progress(Event::Tor(&p)),
             Ok(r) => return Ok(r),
             Err(FrameError::Closed) => {
                 bail!("the daemon is stopping (it closed the connection); try again")
@@ -151,7 +166,7 @@ fn spinner() -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
-pub async fn up(paths: &Paths) -> Result<()> {
+pub async fn up(paths: &Paths, network: crate::ctl::Network) -> Result<()> {
     let conn = match connect(paths).await {
         Some(c) => c,
         None => {
@@ -163,14 +178,34 @@ pub async fn up(paths: &Paths) -> Result<()> {
     };
     let start = Instant::now();
     let pb = spinner();
-    let reply = call(conn, &Request::Up, |m| match &pb {
-        Some(pb) => {
-            pb.println(format!("[{:5.1}s] {m}", start.elapsed().as_secs_f64()));
-            pb.set_message(m.to_owned());
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let reply = call(conn, &Request::Up { network }, |ev| {
+        let elapsed = start.elapsed().as_secs_f64();
+        match ev {
+            Event::Step(m) => match &pb {
+                Some(pb) => {
+                    pb.println(format!("[{elapsed:5.1}s] {m}"));
+                    pb.set_message(m.to_owned());
+                }
+                None => eprintln!("[{elapsed:5.1}s] {m}"),
+            },
+            Event::Tor(p) => match &pb {
+                Some(pb) => {
+                    let b = bar.get_or_insert_with(|| {
+                        pb.finish_and_clear();
+                        tor_bar()
+                    });
+                    b.set_position(p.progress.into());
+                    b.set_message(p.summary.clone());
+                }
+                None => eprintln!("[{elapsed:5.1}s] tor {}%: {}", p.progress, p.summary),
+            },
         }
-        None => eprintln!("[{:5.1}s] {m}", start.elapsed().as_secs_f64()),
     })
     .await;
+    if let Some(b) = bar {
+        b.finish();
+    }
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -235,6 +270,7 @@ fn print_status(r: &StatusReport) {
     println!("daemon: running (pid {})", r.daemon_pid);
     println!("accelerator: {}", r.accel);
     println!("backend: {}", r.backend);
+    println!("network: {}", crate::daemon::network_name(r.network));
     println!("vsock device: {}", r.vsock);
     for vm in &r.vms {
         println!("{}:", vm.name);
@@ -253,6 +289,9 @@ fn print_status(r: &StatusReport) {
             println!("  pid: {p}");
         }
         println!("  console-log: {}", vm.console_log);
+        if let Some(t) = &vm.tor {
+            println!("  tor: {}% ({})", t.progress, t.summary);
+        }
     }
 }
 

@@ -12,7 +12,9 @@ pub const MAX_CTL_FRAME: usize = 8 << 20;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum Request {
-    Up,
+    Up {
+        network: Network,
+    },
     Status,
     Down,
     Exec {
@@ -22,12 +24,25 @@ pub enum Request {
     },
 }
 
+/// Which network the Tor VM's tor joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The public Tor network.
+    Public,
+    /// The embedded private Tor network (`tails-server testnet up` first).
+    Local,
+    /// No uplink at all: tor does not run (tests, offline maintenance).
+    None,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {
     pub daemon_pid: u32,
     pub accel: String,
     pub backend: String,
+    pub network: Network,
     /// vhost-device-vsock: `running` or how it ended.
     pub vsock: String,
     pub vms: Vec<VmStatus>,
@@ -38,6 +53,8 @@ pub struct StatusReport {
 pub enum Reply {
     /// A step of a long operation; more replies follow.
     Progress(String),
+    /// Tor's bootstrap during `up`; more replies follow.
+    Tor(tails_proto::TorProgress),
     /// The operation finished; the text says how.
     Done(String),
     Status(StatusReport),

@@ -4,7 +4,7 @@
 //! an `up` that failed), with every runtime file removed.
 
 use crate::accel;
-use crate::ctl::{Reply, Request, StatusReport, MAX_CTL_FRAME};
+use crate::ctl::{Network, Reply, Request, StatusReport, MAX_CTL_FRAME};
 use crate::log;
 use crate::paths::{find_program, Paths};
 use crate::stack::Stack;
@@ -14,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tails_proto::{read_frame, write_frame};
+use tails_proto::{TorConfig, TorNetwork};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, RwLock};
 
@@ -87,7 +88,7 @@ impl Daemon {
 
     async fn handle(&self, req: Request, tx: mpsc::UnboundedSender<Reply>) {
         let reply = match req {
-            Request::Up => self.up(&tx).await,
+            Request::Up { network } => self.up(network, &tx).await,
             Request::Down => self.down().await,
             Request::Status => match self.status(&tx).await {
                 Some(r) => r,
@@ -114,30 +115,45 @@ impl Daemon {
         let _ = tx.send(reply);
     }
 
-    async fn up(&self, tx: &mpsc::UnboundedSender<Reply>) -> Reply {
+    async fn up(&self, network: Network, tx: &mpsc::UnboundedSender<Reply>) -> Reply {
         let mut guard = self.stack.write().await;
-        if guard.is_some() {
-            return Reply::Done("tails-server is already up (see `tails-server status`)".into());
+        if let Some(s) = guard.as_ref() {
+            return Reply::Done(format!(
+                "tails-server is already up (network {}; see `tails-server status`)",
+                network_name(s.network)
+            ));
         }
         let progress_tx = tx.clone();
         let progress = move |m: String| {
             log(&m);
             let _ = progress_tx.send(Reply::Progress(m));
         };
-        match self.start(&progress).await {
-            Ok(stack) => {
-                *guard = Some(stack);
-                Reply::Done("tails-server is up: both VMs are ready".into())
-            }
+        match self.start(network, &progress).await {
+            Ok(stack) => *guard = Some(stack),
             Err(e) => {
                 log(format!("up failed: {e:#}"));
                 let _ = self.quit.try_send(());
-                Reply::Error(format!("{e:#}"))
+                return Reply::Error(format!("{e:#}"));
             }
         }
+        // Readers (status) may look while tor bootstraps.
+        let guard = guard.downgrade();
+        let Some(stack) = guard.as_ref() else {
+            return Reply::Error("the stack vanished during up".into());
+        };
+        if network == Network::None {
+            return Reply::Done(
+                "tails-server is up: both VMs are ready (no uplink, tor not started)".into(),
+            );
+        }
+        wait_bootstrap(stack, network, tx).await
     }
 
-    async fn start(&self, progress: &(dyn Fn(String) + Send + Sync)) -> Result<Stack> {
+    async fn start(
+        &self,
+        network: Network,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Stack> {
         let qemu = find_program("qemu-system-x86_64")
             .context("qemu-system-x86_64 is not installed: run ./setup.sh")?;
         let vhost = find_program("vhost-device-vsock")
@@ -148,6 +164,28 @@ impl Daemon {
             .context(
                 "the guest images are missing or out of date: run `tails-server image build`",
             )?;
+        let tor = match network {
+            Network::None => None,
+            Network::Public => Some(TorConfig {
+                network: TorNetwork::Public,
+                bridges: Vec::new(),
+            }),
+            Network::Local => {
+                let cfg = tails_testnet::Config::default();
+                let options = tokio::task::spawn_blocking(move || {
+                    tails_testnet::join_options(&cfg)
+                })
+                .await?
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context(
+                    "the local Tor network is not usable: run `tails-server testnet up` first",
+                )?;
+                Some(TorConfig {
+                    network: TorNetwork::Local { options },
+                    bridges: Vec::new(),
+                })
+            }
+        };
         progress("choosing the accelerator".into());
         let torvm_user = crate::stack::user(crate::stack::USERS[1].0, crate::stack::USERS[1].1)?;
         let (paths, q, k) = (self.paths.clone(), qemu.clone(), images.vmlinux.clone());
@@ -162,7 +200,10 @@ impl Daemon {
         })
         .await?;
         let backend = Qemu { binary: qemu };
-        Ok(Stack::up(&self.paths, &backend, &images, &vhost, accel, progress).await?)
+        let mut stack =
+            Stack::up(&self.paths, &backend, &images, &vhost, accel, tor, progress).await?;
+        stack.network = network;
+        Ok(stack)
     }
 
     async fn down(&self) -> Reply {
@@ -192,9 +233,66 @@ impl Daemon {
                 daemon_pid: std::process::id(),
                 accel: s.accel.name().into(),
                 backend: s.backend.into(),
+                network: s.network,
                 vsock: s.vsock_state(),
                 vms: s.status().await,
             }),
         })
+    }
+}
+
+pub fn network_name(n: Network) -> &'static str {
+    match n {
+        Network::Public => "public",
+        Network::Local => "local",
+        Network::None => "none",
+    }
+}
+
+/// Follow tor's bootstrap until 100 %, streaming it to the client. Past the
+/// deadline the stack stays up (tor keeps trying) and the client is told so.
+async fn wait_bootstrap(
+    stack: &Stack,
+    network: Network,
+    tx: &mpsc::UnboundedSender<Reply>,
+) -> Reply {
+    let limit = match network {
+        Network::Local => Duration::from_secs(180),
+        _ => Duration::from_secs(540),
+    };
+    let start = std::time::Instant::now();
+    let mut last = None;
+    loop {
+        match stack.tor_progress().await {
+            Ok(p) if p.progress >= 100 => {
+                log("tor bootstrapped");
+                let _ = tx.send(Reply::Tor(p));
+                return Reply::Done(format!(
+                    "tails-server is up: both VMs are ready and tor is bootstrapped on the {} network",
+                    network_name(network)
+                ));
+            }
+            Ok(p) if !p.running => {
+                return Reply::Error(format!("tor is not running in the Tor VM: {}", p.summary));
+            }
+            Ok(p) => {
+                if last.as_ref() != Some(&p) {
+                    log(format!("tor bootstrap {}%: {}", p.progress, p.summary));
+                    let _ = tx.send(Reply::Tor(p.clone()));
+                    last = Some(p);
+                }
+            }
+            Err(e) => log(format!("tor status: {e}")),
+        }
+        if start.elapsed() > limit {
+            let at = last
+                .map(|p| format!("{}%: {}", p.progress, p.summary))
+                .unwrap_or_else(|| "no progress".into());
+            return Reply::Error(format!(
+                "tor has not bootstrapped after {} s ({at}); the VMs stay up and tor keeps trying: watch `tails-server status`, or stop with `tails-server down`",
+                limit.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

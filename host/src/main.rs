@@ -32,8 +32,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start the Tor VM and the App VM; returns when both agents are ready.
-    Up,
+    /// Start the Tor VM and the App VM; returns when both agents are ready
+    /// and tor has bootstrapped.
+    Up {
+        /// The Tor network the Tor VM joins.
+        #[arg(long, value_enum, default_value = "public")]
+        network: ctl::Network,
+    },
+    /// The embedded private Tor network (in its own network namespace).
+    Testnet {
+        #[command(subcommand)]
+        cmd: TestnetCmd,
+    },
     /// Show each VM's state, agent, uptime, memory and accelerator.
     Status {
         /// Print JSON instead of text.
@@ -64,6 +74,20 @@ enum Cmd {
     /// Exit 0 if KVM really runs a guest here (used by the accelerator probe).
     #[command(hide = true)]
     ProbeKvm,
+}
+
+#[derive(Subcommand)]
+enum TestnetCmd {
+    /// Start it (3 directory authorities, relays with an exit, a client); returns when usable.
+    Up,
+    /// Stop it and remove its namespace, processes and files.
+    Down,
+    /// Show it, and what another tor needs to join it.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +152,88 @@ fn image(paths: &Paths, cmd: ImageCmd) -> Result<()> {
     Ok(())
 }
 
+fn testnet(cmd: TestnetCmd) -> Result<()> {
+    let cfg = tails_testnet::Config::default();
+    match cmd {
+        TestnetCmd::Up => {
+            let start = std::time::Instant::now();
+            let st = tails_testnet::up(&cfg, &|m| {
+                eprintln!("[{:5.1}s] {m}", start.elapsed().as_secs_f64())
+            })?;
+            println!(
+                "testnet is up ({:.1} s): {} relays, {} exits, {} HSDirs",
+                start.elapsed().as_secs_f64(),
+                st.relays,
+                st.exits,
+                st.hsdirs
+            );
+        }
+        TestnetCmd::Down => {
+            if tails_testnet::down(&cfg)? {
+                println!("testnet is down");
+            } else {
+                println!("testnet was not running");
+            }
+        }
+        TestnetCmd::Status { json } => {
+            let st = tails_testnet::status(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&testnet_json(&st))?);
+            } else {
+                print_testnet(&st);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn testnet_json(st: &tails_testnet::Status) -> serde_json::Value {
+    serde_json::json!({
+        "up": st.up, "relays": st.relays, "exits": st.exits, "hsdirs": st.hsdirs,
+        "bootstrap": st.bootstrap,
+        "socks": st.socks.map(|a| a.to_string()),
+        "control": st.control.map(|a| a.to_string()),
+        "join_torrc": st.join_torrc.as_ref().map(|p| p.display().to_string()),
+        "web": st.web.map(|a| a.to_string()),
+        "web_log": st.web_log.as_ref().map(|p| p.display().to_string()),
+        "host_addr": st.host_addr.to_string(),
+        "outside_addr": st.outside_addr.to_string(),
+        "subnet": st.subnet,
+    })
+}
+
+fn print_testnet(st: &tails_testnet::Status) {
+    if !st.up {
+        println!("testnet is down");
+        return;
+    }
+    println!(
+        "testnet: up ({} relays, {} exits, {} HSDirs; client bootstrap {}%)",
+        st.relays, st.exits, st.hsdirs, st.bootstrap
+    );
+    println!(
+        "subnet: {} (host side {}, outside {})",
+        st.subnet, st.host_addr, st.outside_addr
+    );
+    if let Some(p) = &st.join_torrc {
+        println!(
+            "join: add the lines of {} to another tor's torrc",
+            p.display()
+        );
+    }
+    if let Some(a) = st.socks {
+        println!("client SOCKS: {a} (e.g. curl --socks5-hostname {a} http://outside.test:8080/)");
+    }
+    if let Some(a) = st.web {
+        let log = st
+            .web_log
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        println!("outside web server: http://{a}/ (log: {log})");
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match run(cli) {
@@ -150,13 +256,17 @@ fn run(cli: Cli) -> Result<i32> {
         image(&paths, cmd)?;
         return Ok(0);
     }
+    if let Cmd::Testnet { cmd } = cli.cmd {
+        testnet(cmd)?;
+        return Ok(0);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Up => client::up(&paths).await.map(|_| 0),
+            Cmd::Up { network } => client::up(&paths, network).await.map(|_| 0),
             Cmd::Down => client::down(&paths).await.map(|_| 0),
             Cmd::Status { json } => client::status(&paths, json).await.map(|_| 0),
             Cmd::Exec {
@@ -165,7 +275,7 @@ fn run(cli: Cli) -> Result<i32> {
                 command,
             } => client::exec(&paths, vm, command, timeout).await,
             Cmd::Daemon => daemon::run(paths).await.map(|_| 0),
-            Cmd::Image { .. } | Cmd::ProbeKvm => Ok(0),
+            Cmd::Image { .. } | Cmd::Testnet { .. } | Cmd::ProbeKvm => Ok(0),
         }
     })
 }

@@ -14,13 +14,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tails_proto::msg::ExecOutput;
+use tails_proto::msg::{ExecOutput, TorConfig, TorProgress};
 use tails_proto::Role;
 
 /// MAC of the App VM's only NIC (fixed identity).
 pub const APPVM_MAC: &str = "00:11:22:33:44:55";
 /// MAC of the Tor VM's NIC on the internal link (the App VM's gateway).
 pub const TORVM_INTERNAL_MAC: &str = "00:55:44:33:22:11";
+/// MAC of the Tor VM's uplink NIC (QEMU user-mode networking).
+pub const TORVM_UPLINK_MAC: &str = "52:54:00:12:34:56";
 /// Kernel command line of both VMs: nothing host-derived.
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1 oops=panic i8042.noaux i8042.nokbd i8042.nopnp";
 
@@ -83,6 +85,9 @@ pub struct Stack {
     members: Vec<Member>,
     pub accel: Accel,
     pub backend: &'static str,
+    /// How the Tor VM's tor runs; `None`: the Tor VM has no uplink at all.
+    pub tor: Option<TorConfig>,
+    pub network: crate::ctl::Network,
 }
 
 /// Per-VM status as `status` shows it.
@@ -97,6 +102,9 @@ pub struct VmStatus {
     pub accel: Option<String>,
     pub pid: Option<u32>,
     pub console_log: String,
+    /// Tor VM only: tor's bootstrap, or why it is unknown.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tor: Option<TorProgress>,
 }
 
 /// What `up` reports as it goes.
@@ -130,11 +138,12 @@ fn spec(
     accel: Accel,
     owner: (u32, u32),
     link: std::os::fd::OwnedFd,
+    uplink: bool,
 ) -> VmSpec {
     let name = role.name();
     let (memory_mib, initrd, disks, mac, uuid) = match role {
         Role::Torvm => (
-            128,
+            192,
             images.torvm_initramfs.clone(),
             vec![],
             TORVM_INTERNAL_MAC,
@@ -164,10 +173,19 @@ fn spec(
         initrd,
         cmdline: CMDLINE.into(),
         disks,
-        nics: vec![Nic {
-            mac: mac.into(),
-            link: NicLink::StreamFd(link),
-        }],
+        nics: {
+            let mut nics = vec![Nic {
+                mac: mac.into(),
+                link: NicLink::StreamFd(link),
+            }];
+            if uplink && role == Role::Torvm {
+                nics.push(Nic {
+                    mac: TORVM_UPLINK_MAC.into(),
+                    link: NicLink::User,
+                });
+            }
+            nics
+        },
         vhost_vsock: paths.vhost_socket(name),
         dir: paths.vm_dir(name),
         console_log: paths.console_log(name),
@@ -229,6 +247,7 @@ impl Stack {
         images: &tails_images::Images,
         vhost_bin: &Path,
         accel: Accel,
+        tor: Option<TorConfig>,
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
         let vsock_user = user(USERS[0].0, USERS[0].1)?;
@@ -258,6 +277,8 @@ impl Stack {
             members: Vec::new(),
             accel,
             backend: backend.name(),
+            tor,
+            network: crate::ctl::Network::None,
         };
         match stack
             .launch(backend, images, accel, torvm_user, appvm_user, progress)
@@ -289,8 +310,15 @@ impl Stack {
         .map_err(|e| UpError::Precondition(format!("socketpair for the internal link: {e}")))?;
         for (role, owner, end) in [(Role::Torvm, torvm_user, a), (Role::Appvm, appvm_user, b)] {
             progress(format!("starting {role} ({})", accel.name()));
-            let vm: Arc<dyn Vm> =
-                Arc::from(backend.launch(spec(role, &self.paths, images, accel, owner, end))?);
+            let vm: Arc<dyn Vm> = Arc::from(backend.launch(spec(
+                role,
+                &self.paths,
+                images,
+                accel,
+                owner,
+                end,
+                self.tor.is_some(),
+            ))?);
             self.members.push(Member {
                 role,
                 vm,
@@ -316,7 +344,44 @@ impl Stack {
                 agent.version
             ));
         }
+        if self.tor.is_some() {
+            progress("starting tor in the Tor VM".into());
+            self.start_tor().await?;
+        }
         Ok(())
+    }
+
+    /// Order the Tor VM's agent to start tor with the stack's configuration.
+    async fn start_tor(&self) -> Result<(), UpError> {
+        let Some(cfg) = self.tor.clone() else {
+            return Ok(());
+        };
+        let fail = |reason: String| UpError::VmFailed {
+            vm: Role::Torvm,
+            reason,
+            log: self.paths.console_log("torvm").display().to_string(),
+        };
+        let mut a = Agent::connect(&self.paths.vsock_uds("torvm"), Role::Torvm)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        a.start_tor(cfg)
+            .await
+            .map_err(|e| fail(format!("cannot start tor: {e}")))
+    }
+
+    /// Tor's bootstrap progress, as the Tor VM's agent reports it.
+    pub async fn tor_progress(&self) -> Result<TorProgress, String> {
+        if self.tor.is_none() {
+            return Err("the Tor VM has no uplink (`up --network none`)".into());
+        }
+        let m = self.member(Role::Torvm).ok_or("no Tor VM")?;
+        if let Some(how) = m.vm.exited() {
+            return Err(format!("the Tor VM is down (QEMU {how})"));
+        }
+        let mut a = Agent::connect(&self.paths.vsock_uds("torvm"), Role::Torvm)
+            .await
+            .map_err(|e| e.to_string())?;
+        a.tor_status().await.map_err(|e| e.to_string())
     }
 
     fn write_state(&self) {
@@ -386,6 +451,7 @@ impl Stack {
                     accel: None,
                     pid: None,
                     console_log,
+                    tor: None,
                 });
                 continue;
             }
@@ -416,6 +482,16 @@ impl Stack {
                 accel,
                 pid: m.vm.pid(),
                 console_log,
+                tor: match (m.role, &self.tor) {
+                    (Role::Torvm, Some(_)) => {
+                        Some(self.tor_progress().await.unwrap_or_else(|e| TorProgress {
+                            progress: 0,
+                            summary: e,
+                            running: false,
+                        }))
+                    }
+                    _ => None,
+                },
             });
         }
         out

@@ -1,12 +1,287 @@
 //! The three nftables rulesets (host, Tor VM, App VM), generated as nft JSON
 //! and applied atomically.
 //!
-//! Thin for now: the foundation only fixes the names. The rulesets themselves
-//! arrive with the isolation issue; until then the only barriers are the ones
-//! the foundation builds (no host interface for the internal link, the App VM
-//! with no other NIC, vsock groups, unprivileged sandboxed QEMU).
+//! Each ruleset is one table of ours, built as a batch of `add` commands
+//! (see [`torvm::ruleset`]). [`apply`] loads it in one `nft -j -f -`
+//! transaction that first deletes the previous version of that table (if
+//! any), so the kernel switches from the old table to the new one at once, or
+//! keeps the old one if anything in the batch fails. Other tables are never
+//! touched: apply refuses a batch that would do anything but add to the
+//! tables it adds itself.
+//!
+//! Only the Tor VM's ruleset exists so far; the host's and the App VM's
+//! arrive with the isolation work.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+
+use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Table};
+use nftables::types::NfFamily;
+
+mod dsl;
+pub mod torvm;
 
 /// The host table every rule of ours lives in (and the only one we read back).
 pub const HOST_TABLE: &str = "tails_server";
 /// Its family.
 pub const HOST_FAMILY: &str = "inet";
+
+/// Why a ruleset could not be applied or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The batch holds something other than `add` commands for tables it
+    /// adds itself (it would touch a table that is not ours).
+    #[error("refusing ruleset: {0}")]
+    NotOurs(String),
+    /// Serialising the batch failed (not expected for the types we build).
+    #[error("cannot serialise the ruleset to nft JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// nft could not be started or fed.
+    #[error("cannot run {program}: {source}")]
+    Run {
+        program: String,
+        source: std::io::Error,
+    },
+    /// nft ran and refused the batch; nothing was changed.
+    #[error("{program} refused the ruleset ({action}, {status}): {message}")]
+    Refused {
+        program: String,
+        /// "apply" or "check".
+        action: &'static str,
+        status: ExitStatus,
+        /// nft's diagnostics on one line (shortened).
+        message: String,
+        /// nft's stderr, whole.
+        stderr: String,
+    },
+}
+
+/// Applies `rs` atomically in ONE `nft -j -f -` batch run by the program at
+/// `nft` (an absolute path: the Tor VM agent runs without PATH): for each
+/// table that `rs` adds, `add table` + `delete table` (so the delete never
+/// fails on a first run) come first, then everything in `rs`. If nft refuses
+/// any part, the kernel keeps the previous ruleset whole.
+pub fn apply(rs: &Nftables, nft: &Path) -> Result<(), NftError> {
+    run(rs, nft, false)
+}
+
+/// Like [`apply`], but with `nft -c`: the same batch is checked (by nft and
+/// the kernel) and nothing is changed.
+pub fn check(rs: &Nftables, nft: &Path) -> Result<(), NftError> {
+    run(rs, nft, true)
+}
+
+fn run(rs: &Nftables, nft: &Path, check_only: bool) -> Result<(), NftError> {
+    let batch = replace_batch(rs)?;
+    let payload = serde_json::to_vec(&batch)?;
+    let program = nft.display().to_string();
+    let action = if check_only { "check" } else { "apply" };
+
+    let mut cmd = Command::new(nft);
+    if check_only {
+        cmd.arg("-c");
+    }
+    cmd.args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run_err = |source| NftError::Run {
+        program: program.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(run_err)?;
+    // nft reads the whole JSON document before it writes anything, so
+    // writing all of it before reading its output cannot deadlock.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(&payload),
+        None => Err(std::io::Error::other("no pipe to nft's stdin")),
+    };
+    let out = child.wait_with_output().map_err(run_err)?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        return Err(NftError::Refused {
+            program,
+            action,
+            status: out.status,
+            message: one_line(&stderr),
+            stderr,
+        });
+    }
+    // nft succeeded on what it read; a short write would have made it fail.
+    written.map_err(run_err)
+}
+
+/// `rs` preceded by `add table` + `delete table` for each table it adds.
+/// Refuses anything but `add` commands, and adds to tables `rs` does not add.
+fn replace_batch<'a>(rs: &Nftables<'a>) -> Result<Nftables<'a>, NftError> {
+    let mut ours: Vec<(NfFamily, &str)> = Vec::new();
+    for obj in rs.objects.iter() {
+        let NfObject::CmdObject(NfCmd::Add(obj)) = obj else {
+            return Err(NftError::NotOurs(
+                "it holds a command other than `add`".into(),
+            ));
+        };
+        let (family, table) = match obj {
+            NfListObject::Table(t) => {
+                ours.push((t.family, &t.name));
+                continue;
+            }
+            NfListObject::Chain(c) => (c.family, &c.table),
+            NfListObject::Rule(r) => (r.family, &r.table),
+            NfListObject::Set(s) => (s.family, &s.table),
+            NfListObject::Map(m) => (m.family, &m.table),
+            NfListObject::Element(e) => (e.family, &e.table),
+            _ => {
+                return Err(NftError::NotOurs(
+                    "it adds an object kind apply does not handle".into(),
+                ))
+            }
+        };
+        if !ours.contains(&(family, table)) {
+            return Err(NftError::NotOurs(format!(
+                "it adds to table {table:?}, which it does not add first"
+            )));
+        }
+    }
+    if ours.is_empty() {
+        return Err(NftError::NotOurs("it adds no table".into()));
+    }
+
+    let mut objects = Vec::with_capacity(2 * ours.len() + rs.objects.len());
+    for (family, name) in ours {
+        let table = || {
+            NfListObject::Table(Table {
+                family,
+                name: Cow::Owned(name.to_owned()),
+                handle: None,
+            })
+        };
+        objects.push(NfObject::CmdObject(NfCmd::Add(table())));
+        objects.push(NfObject::CmdObject(NfCmd::Delete(table())));
+    }
+    objects.extend(rs.objects.iter().cloned());
+    Ok(Nftables {
+        objects: Cow::Owned(objects),
+    })
+}
+
+/// nft's diagnostics on one line, at most about 300 characters.
+fn one_line(stderr: &str) -> String {
+    const MAX: usize = 300;
+    let joined = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if joined.is_empty() {
+        return "(no message)".into();
+    }
+    match joined.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftables::schema::{Chain, Rule};
+
+    fn table(name: &str) -> NfListObject<'static> {
+        NfListObject::Table(Table {
+            family: NfFamily::INet,
+            name: Cow::Owned(name.into()),
+            handle: None,
+        })
+    }
+    fn add(obj: NfListObject<'static>) -> NfObject<'static> {
+        NfObject::CmdObject(NfCmd::Add(obj))
+    }
+    fn batch(objs: Vec<NfObject<'static>>) -> Nftables<'static> {
+        Nftables {
+            objects: Cow::Owned(objs),
+        }
+    }
+    fn sample() -> Nftables<'static> {
+        torvm::ruleset(&torvm::Params {
+            internal_if: "eth0",
+            uplink_if: Some("eth1"),
+            torvm_addr: [10, 1, 2, 1].into(),
+            appvm_addr: [10, 1, 2, 3].into(),
+            trans_port: 9040,
+            dns_port: 5353,
+            tor_uid: 101,
+            allow_ping_from_appvm: true,
+        })
+    }
+
+    #[test]
+    fn batch_deletes_only_our_table_first() {
+        let rs = sample();
+        let b = replace_batch(&rs).unwrap();
+        let ours = table(torvm::TABLE);
+        assert_eq!(b.objects[0], NfObject::CmdObject(NfCmd::Add(ours.clone())));
+        assert_eq!(b.objects[1], NfObject::CmdObject(NfCmd::Delete(ours)));
+        assert_eq!(&b.objects[2..], &rs.objects[..]);
+        // No other delete anywhere.
+        let deletes = b
+            .objects
+            .iter()
+            .filter(|o| matches!(o, NfObject::CmdObject(NfCmd::Delete(_))))
+            .count();
+        assert_eq!(deletes, 1);
+    }
+
+    #[test]
+    fn refuses_what_is_not_ours() {
+        let nft = Path::new("/nonexistent/nft");
+        let foreign_rule = add(NfListObject::Rule(Rule {
+            table: "filter".into(),
+            chain: "input".into(),
+            ..Rule::default()
+        }));
+        let foreign_chain = add(NfListObject::Chain(Chain {
+            table: "filter".into(),
+            ..Chain::default()
+        }));
+        let flush = NfObject::CmdObject(NfCmd::Flush(nftables::schema::FlushObject::Ruleset(None)));
+        let delete = NfObject::CmdObject(NfCmd::Delete(table("filter")));
+        for objs in [
+            vec![],
+            vec![add(table("mine")), foreign_rule],
+            vec![add(table("mine")), foreign_chain],
+            vec![add(table("mine")), flush],
+            vec![add(table("mine")), delete],
+            vec![add(table("mine")), NfObject::ListObject(table("mine"))],
+        ] {
+            let rs = batch(objs);
+            for res in [apply(&rs, nft), check(&rs, nft)] {
+                assert!(matches!(res, Err(NftError::NotOurs(_))), "{res:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_nft_is_a_run_error() {
+        let err = check(&sample(), Path::new("/nonexistent/nft")).unwrap_err();
+        assert!(matches!(err, NftError::Run { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("cannot run /nonexistent/nft: "), "{msg}");
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn diagnostics_on_one_short_line() {
+        assert_eq!(one_line(""), "(no message)");
+        assert_eq!(
+            one_line("Error: Could not process rule: No such file or directory\n\n  {\"x\": 1}\n"),
+            "Error: Could not process rule: No such file or directory | {\"x\": 1}"
+        );
+        let long = one_line(&"é".repeat(1000));
+        assert_eq!(long.chars().count(), 301);
+        assert!(long.ends_with('…'));
+    }
+}

@@ -14,4 +14,7 @@ pub mod codec;
 pub mod msg;
 
 pub use codec::{read_frame, write_frame, FrameError, HEADER_LEN, MAGIC, VERSION};
-pub use msg::{ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, AGENT_PORT, MAX_GUEST_FRAME};
+pub use msg::{
+    ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, TorConfig, TorNetwork, TorProgress,
+    AGENT_PORT, MAX_GUEST_FRAME,
+};

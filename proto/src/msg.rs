@@ -81,6 +81,37 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
+/// Which Tor network the Tor VM's tor joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum TorNetwork {
+    /// The public Tor network, tor's defaults.
+    Public,
+    /// A private network (the embedded testnet): its torrc lines
+    /// (`TestingTorNetwork 1`, `DirAuthority …`), one option per entry.
+    Local { options: Vec<String> },
+}
+
+/// How the Tor VM's tor is to run. The Tor VM agent renders the torrc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorConfig {
+    pub network: TorNetwork,
+    /// `Bridge` lines (without the keyword); empty: no bridges.
+    pub bridges: Vec<String>,
+}
+
+/// Tor's bootstrap state as its control port reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorProgress {
+    /// 0–100.
+    pub progress: u8,
+    /// Tor's SUMMARY of the phase, or why tor is not running.
+    pub summary: String,
+    pub running: bool,
+}
+
 /// Host → guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +120,10 @@ pub enum HostMsg {
     Exec(ExecRequest),
     /// Stop every process, sync, power the VM off.
     PowerOff,
+    /// Tor VM only: write the torrc and start tor (once per boot).
+    StartTor(TorConfig),
+    /// Tor VM only: report tor's bootstrap state.
+    TorStatus,
 }
 
 /// Guest → host.
@@ -105,6 +140,8 @@ pub enum GuestMsg {
     },
     Exec(ExecOutput),
     PoweringOff,
+    TorStarted,
+    Tor(TorProgress),
     Error {
         message: String,
     },

@@ -21,7 +21,7 @@ fn foundation_end_to_end() {
     clean_start();
 
     // up → both ready.
-    let r = ts(&["up"]);
+    let r = ts(&["up", "--network", "none"]);
     assert_eq!(r.code, 0, "up failed: {r:?}");
     assert!(
         r.stderr.contains("torvm ready") && r.stderr.contains("appvm ready"),
@@ -44,7 +44,7 @@ fn foundation_end_to_end() {
     assert_eq!(vm_status(&st, "torvm")["accel"], accel.as_str());
 
     // A second up is a no-op that says so.
-    let r = ts(&["up"]);
+    let r = ts(&["up", "--network", "none"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("already up"), "{r:?}");
 

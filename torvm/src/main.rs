@@ -1,32 +1,86 @@
 //! Tor VM agent: PID 1 of the Tor VM's initramfs.
 //!
-//! Brings up the internal link (10.1.2.1 on the NIC with MAC
-//! 00:55:44:33:22:11), then serves the host on vsock. Tor itself, the uplink
-//! and the firewall arrive with later issues; the agent is the only process
-//! that will talk to tor's control socket.
+//! Loads the modules, brings up the internal link (10.1.2.1 on the NIC with
+//! MAC 00:55:44:33:22:11) and, when the VM has one, the uplink (QEMU
+//! user-mode networking, 10.0.2.15), then serves the host on vsock. On the
+//! host's order it starts tor (see [`tor`]); it is the only process that
+//! talks to tor's control socket.
 
+mod tor;
+
+use std::net::Ipv4Addr;
 use tails_guest::{log, net, pid1};
 use tails_proto::Role;
 
 /// The Tor VM's NIC on the internal link: the App VM's gateway.
 const INTERNAL: net::Plan = net::Plan {
     mac: "00:55:44:33:22:11",
-    addr: std::net::Ipv4Addr::new(10, 1, 2, 1),
+    addr: Ipv4Addr::new(10, 1, 2, 1),
     prefix: 24,
     gateway: None,
+    required: true,
+};
+
+/// The App VM's fixed address: the only source the Tor VM redirects to tor.
+const APPVM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
+
+/// The uplink: QEMU user-mode networking (slirp), whose gateway 10.0.2.2 has
+/// the fixed MAC slirp gives its virtual hosts (52:55 + the address).
+const UPLINK: net::Plan = net::Plan {
+    mac: "52:54:00:12:34:56",
+    addr: Ipv4Addr::new(10, 0, 2, 15),
+    prefix: 24,
+    gateway: Some((
+        Ipv4Addr::new(10, 0, 2, 2),
+        [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02],
+    )),
+    required: false,
 };
 
 fn early_init() -> Result<(), String> {
     pid1::mount_pseudo_fs().map_err(|e| e.to_string())?;
     let n = pid1::load_modules().map_err(|e| e.to_string())?;
     log(format!("loaded {n} modules"));
-    // No IPv6 anywhere in the Tor VM.
+    // No IPv6 anywhere in the Tor VM, and no forwarding.
     pid1::sysctl("net.ipv6.conf.all.disable_ipv6", "1").map_err(|e| e.to_string())?;
     pid1::sysctl("net.ipv6.conf.default.disable_ipv6", "1").map_err(|e| e.to_string())?;
     pid1::sysctl("net.ipv4.ip_forward", "0").map_err(|e| e.to_string())?;
+    firewall()
+}
+
+/// Load the Tor VM's nftables table before any link is up (fail closed: an
+/// error here powers the VM off).
+fn firewall() -> Result<(), String> {
+    let internal = net::iface_by_mac(INTERNAL.mac)
+        .map_err(|e| e.to_string())?
+        .0;
+    let uplink = net::iface_by_mac(UPLINK.mac).ok().map(|(name, _)| name);
+    let (tor_uid, _) = pid1::user_ids("debian-tor").ok_or("no debian-tor user in the image")?;
+    let rules = tails_nft::torvm::ruleset(&tails_nft::torvm::Params {
+        internal_if: &internal,
+        uplink_if: uplink.as_deref(),
+        torvm_addr: INTERNAL.addr,
+        appvm_addr: APPVM_ADDR,
+        trans_port: tor::TRANS_PORT,
+        dns_port: tor::DNS_PORT,
+        tor_uid,
+        allow_ping_from_appvm: true,
+    });
+    let start = std::time::Instant::now();
+    tails_nft::apply(&rules, std::path::Path::new("/usr/sbin/nft")).map_err(|e| e.to_string())?;
+    log(format!(
+        "firewall loaded in {:.2} s (internal {internal}, uplink {})",
+        start.elapsed().as_secs_f64(),
+        uplink.as_deref().unwrap_or("none")
+    ));
     Ok(())
 }
 
 fn main() {
-    tails_guest::run_agent(Role::Torvm, early_init, INTERNAL)
+    tails_guest::run_agent(
+        Role::Torvm,
+        early_init,
+        &[INTERNAL, UPLINK],
+        std::sync::Arc::new(tor::Tor::new(INTERNAL.addr)),
+    )
 }

@@ -25,6 +25,9 @@ pub enum NicLink {
     /// One end of a connected stream socket pair; the other VM holds the other
     /// end. No host interface exists for such a link.
     StreamFd(OwnedFd),
+    /// QEMU user-mode networking (slirp): the VM's connections out are made by
+    /// the VM's QEMU process, as its unprivileged user. No host interface.
+    User,
 }
 
 #[derive(Debug)]

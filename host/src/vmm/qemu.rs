@@ -24,7 +24,8 @@ pub struct Qemu {
     pub binary: PathBuf,
 }
 
-/// The QEMU command line for `spec` (NIC `i` is descriptor `FIRST_NIC_FD + i`).
+/// The QEMU command line for `spec` (the `i`-th stream-socket NIC is
+/// descriptor `FIRST_NIC_FD + i`).
 pub fn args(spec: &VmSpec) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
@@ -65,13 +66,20 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
         &format!("socket,id=vsock0,path={}", spec.vhost_vsock.display()),
     ]);
     push(&["-device", "vhost-user-vsock-pci,chardev=vsock0"]);
+    let mut next_fd = FIRST_NIC_FD;
     for (i, nic) in spec.nics.iter().enumerate() {
-        let NicLink::StreamFd(_) = &nic.link;
-        let fd = FIRST_NIC_FD + i as RawFd;
-        push(&[
-            "-netdev",
-            &format!("stream,id=net{i},server=off,addr.type=fd,addr.str={fd}"),
-        ]);
+        let netdev = match &nic.link {
+            NicLink::StreamFd(_) => {
+                next_fd += 1;
+                format!(
+                    "stream,id=net{i},server=off,addr.type=fd,addr.str={}",
+                    next_fd - 1
+                )
+            }
+            // No IPv6, no forwarded ports, no TFTP or SMB: outbound TCP/UDP only.
+            NicLink::User => format!("user,id=net{i},ipv6=off"),
+        };
+        push(&["-netdev", &netdev]);
         push(&[
             "-device",
             &format!("virtio-net-pci,netdev=net{i},mac={},romfile=", nic.mac),
@@ -128,7 +136,9 @@ impl Backend for Qemu {
         // assign, so the dup2 calls in the child cannot clobber one another.
         let mut high: Vec<OwnedFd> = Vec::new();
         for nic in &spec.nics {
-            let NicLink::StreamFd(fd) = &nic.link;
+            let NicLink::StreamFd(fd) = &nic.link else {
+                continue;
+            };
             let dup = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
                 .map_err(|e| spawn_err(e.into()))?;
             // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we own.

@@ -1,0 +1,239 @@
+//! The Tor VM ruleset against the real nft and kernel, in throwaway network
+//! namespaces (never the host's own ruleset): `check` with and without an
+//! uplink, `apply` twice (idempotent replace), a failed apply leaves the table
+//! as it was, and another table survives untouched.
+//!
+//! Needs root and nft, as in CI. Each test makes its own namespace, named
+//! after the process and the test, and a guard deletes it even on failure.
+//! `apply`/`check` get a wrapper script as their nft program, which runs the
+//! real nft inside the namespace: the same code path as in the Tor VM, where
+//! the agent passes nft's absolute path.
+
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
+use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Rule};
+use nftables::stmt::{JumpTarget, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfFamily};
+use tails_nft::torvm::{self, Params};
+use tails_nft::{apply, check, NftError};
+
+fn find(candidates: &[&str]) -> PathBuf {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("none of {candidates:?} exists (these tests need nft and ip)"))
+}
+
+fn nft_path() -> PathBuf {
+    find(&["/usr/sbin/nft", "/sbin/nft"])
+}
+
+fn ip_path() -> PathBuf {
+    find(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"])
+}
+
+/// A network namespace of our own and a wrapper that runs nft in it; both
+/// removed on drop.
+struct Netns {
+    name: String,
+    dir: PathBuf,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("tails-nft-{}-{tag}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let st = Command::new(ip_path())
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
+        assert!(st.success(), "ip netns add {name} (are we root?)");
+        // From here on the guard cleans up.
+        let ns = Netns { name, dir };
+        std::fs::create_dir_all(&ns.dir).expect("temp dir");
+        let script = format!(
+            "#!/bin/sh\nexec {} netns exec {} {} \"$@\"\n",
+            ip_path().display(),
+            ns.name,
+            nft_path().display()
+        );
+        let wrapper = ns.nft();
+        std::fs::write(&wrapper, script).expect("write wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod wrapper");
+        ns
+    }
+
+    /// The nft program to give to apply/check.
+    fn nft(&self) -> PathBuf {
+        self.dir.join("nft")
+    }
+
+    /// Runs nft in the namespace with `args` (and `stdin`); its stdout.
+    fn run_nft(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new(self.nft())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(stdin.unwrap_or("").as_bytes())
+            .expect("write nft stdin");
+        drop(pipe);
+        let out = child.wait_with_output().expect("wait nft");
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    fn list_ours(&self) -> String {
+        self.run_nft(&["list", "table", "inet", torvm::TABLE], None)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new(ip_path())
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn params(uplink: Option<&str>) -> Params<'_> {
+    Params {
+        internal_if: "eth0",
+        uplink_if: uplink,
+        torvm_addr: Ipv4Addr::new(10, 1, 2, 1),
+        appvm_addr: Ipv4Addr::new(10, 1, 2, 3),
+        trans_port: 9040,
+        dns_port: 5353,
+        tor_uid: 101,
+        allow_ping_from_appvm: true,
+    }
+}
+
+fn count_rules(rs: &Nftables) -> usize {
+    rs.objects
+        .iter()
+        .filter(|o| matches!(o, NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(_)))))
+        .count()
+}
+
+#[test]
+fn check_passes_with_and_without_uplink() {
+    let ns = Netns::new("check");
+    for up in [Some("eth1"), None] {
+        let rs = torvm::ruleset(&params(up));
+        check(&rs, &ns.nft()).unwrap_or_else(|e| panic!("check (uplink {up:?}): {e}"));
+    }
+    // Checking changed nothing.
+    assert_eq!(ns.run_nft(&["list", "ruleset"], None), "");
+}
+
+#[test]
+fn apply_replaces_atomically_and_leaves_other_tables_alone() {
+    let ns = Netns::new("apply");
+    ns.run_nft(
+        &["-f", "-"],
+        Some(
+            "table ip other {\n\
+               set s { type ipv4_addr; elements = { 192.0.2.7 }; }\n\
+               chain c { type filter hook input priority 10; policy accept; tcp dport 22 accept; }\n\
+             }\n",
+        ),
+    );
+    let other_before = ns.run_nft(&["list", "table", "ip", "other"], None);
+
+    let rs = torvm::ruleset(&params(Some("eth1")));
+    apply(&rs, &ns.nft()).expect("first apply");
+    let first = ns.list_ours();
+    apply(&rs, &ns.nft()).expect("second apply");
+    let second = ns.list_ours();
+    assert_eq!(first, second, "applying twice is idempotent");
+    println!("{second}");
+
+    // Read it back as JSON: our four chains with their policies, and every
+    // rule once (not twice).
+    let json = ns.run_nft(&["-j", "list", "table", "inet", torvm::TABLE], None);
+    let listed: Nftables = serde_json::from_str(&json).expect("parse nft -j output");
+    let mut policies = Vec::new();
+    let mut rules = 0;
+    for obj in listed.objects.iter() {
+        match obj {
+            NfObject::ListObject(NfListObject::Chain(c)) => {
+                assert_eq!(c.family, NfFamily::INet);
+                assert_eq!(c.table, torvm::TABLE);
+                policies.push((c.name.to_string(), c.policy));
+            }
+            NfObject::ListObject(NfListObject::Rule(_)) => rules += 1,
+            _ => {}
+        }
+    }
+    policies.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        policies,
+        vec![
+            ("forward".to_string(), Some(NfChainPolicy::Drop)),
+            ("input".to_string(), Some(NfChainPolicy::Drop)),
+            ("output".to_string(), Some(NfChainPolicy::Drop)),
+            ("prerouting".to_string(), Some(NfChainPolicy::Accept)),
+        ]
+    );
+    assert_eq!(rules, count_rules(&rs));
+    assert!(second.contains("oifname \"eth1\" meta skuid 101 meta l4proto tcp ct state new accept"));
+
+    // A new version replaces the old one (here: no uplink any more).
+    apply(&torvm::ruleset(&params(None)), &ns.nft()).expect("apply without uplink");
+    let without = ns.list_ours();
+    assert!(!without.contains("eth1"), "{without}");
+    apply(&rs, &ns.nft()).expect("apply with uplink again");
+    assert_eq!(ns.list_ours(), first);
+
+    // A batch the kernel refuses (a jump to a chain that does not exist)
+    // changes nothing: the old table stays whole.
+    let mut broken = rs.objects.to_vec();
+    broken.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: Cow::Borrowed(torvm::TABLE),
+        chain: Cow::Borrowed("input"),
+        expr: Cow::Owned(vec![
+            Statement::Match(Match {
+                left: Expression::Named(NamedExpression::Meta(Meta {
+                    key: MetaKey::L4proto,
+                })),
+                right: Expression::String("tcp".into()),
+                op: Operator::EQ,
+            }),
+            Statement::Jump(JumpTarget {
+                target: "no_such_chain".into(),
+            }),
+        ]),
+        ..Rule::default()
+    }))));
+    let broken = Nftables {
+        objects: Cow::Owned(broken),
+    };
+    let err = apply(&broken, &ns.nft()).expect_err("the kernel refuses a jump to nowhere");
+    assert!(matches!(err, NftError::Refused { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    println!("refused as expected: {msg}");
+    assert_eq!(ns.list_ours(), first, "a refused apply changes nothing");
+
+    let other_after = ns.run_nft(&["list", "table", "ip", "other"], None);
+    assert_eq!(other_before, other_after, "the other table is untouched");
+    assert!(other_after.contains("192.0.2.7"));
+}

@@ -1,0 +1,135 @@
+//! A minimal SOCKS5 client (RFC 1928, no authentication, CONNECT by host
+//! name) and an HTTP/1.0 GET over it: the readiness check that the whole
+//! path client → guard → middle → exit → outside DNS → outside web works.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Longest response read.
+const MAX_RESPONSE: u64 = 64 * 1024;
+
+/// What a SOCKS5 reply code means.
+pub(crate) fn reply_meaning(code: u8) -> &'static str {
+    match code {
+        0 => "succeeded",
+        1 => "general failure",
+        2 => "connection not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "unknown reply",
+    }
+}
+
+/// The CONNECT request for `host:port` by name (address type 3).
+pub(crate) fn connect_request(host: &str, port: u16) -> Result<Vec<u8>, String> {
+    let len =
+        u8::try_from(host.len()).map_err(|_| "host name longer than 255 bytes".to_string())?;
+    let mut r = vec![5, 1, 0, 3, len];
+    r.extend_from_slice(host.as_bytes());
+    r.extend_from_slice(&port.to_be_bytes());
+    Ok(r)
+}
+
+/// GETs `http://host:port/path` through the SOCKS5 proxy `socks` (the proxy
+/// resolves `host`), returning the response body if the status is 200.
+pub(crate) fn http_get(
+    socks: SocketAddr,
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&socks, Duration::from_secs(5))
+        .map_err(|e| format!("SOCKS {socks}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(&[5, 1, 0])
+        .map_err(|e| format!("SOCKS write: {e}"))?;
+    let mut hello = [0u8; 2];
+    s.read_exact(&mut hello)
+        .map_err(|e| format!("SOCKS greeting: {e}"))?;
+    if hello != [5, 0] {
+        return Err(format!("SOCKS greeting refused: {hello:?}"));
+    }
+    s.write_all(&connect_request(host, port)?)
+        .map_err(|e| format!("SOCKS write: {e}"))?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)
+        .map_err(|e| format!("SOCKS reply: {e}"))?;
+    if head[0] != 5 {
+        return Err(format!("SOCKS reply version {}", head[0]));
+    }
+    if head[1] != 0 {
+        return Err(format!(
+            "SOCKS CONNECT {host}:{port}: {} (reply {})",
+            reply_meaning(head[1]),
+            head[1]
+        ));
+    }
+    let addr_len = match head[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l)
+                .map_err(|e| format!("SOCKS reply: {e}"))?;
+            usize::from(l[0])
+        }
+        t => return Err(format!("SOCKS reply address type {t}")),
+    };
+    let mut rest = vec![0u8; addr_len + 2];
+    s.read_exact(&mut rest)
+        .map_err(|e| format!("SOCKS reply: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n").as_bytes())
+        .map_err(|e| format!("HTTP write: {e}"))?;
+    let mut resp = Vec::new();
+    s.take(MAX_RESPONSE)
+        .read_to_end(&mut resp)
+        .map_err(|e| format!("HTTP read: {e}"))?;
+    parse_http_response(&resp)
+}
+
+/// The body of an HTTP response if its status is 200.
+pub(crate) fn parse_http_response(resp: &[u8]) -> Result<String, String> {
+    let text = String::from_utf8_lossy(resp);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("truncated HTTP response ({} bytes)", resp.len()))?;
+    let status = head.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("HTTP status {status:?}"));
+    }
+    Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_request_by_name() {
+        assert_eq!(
+            connect_request("outside.test", 8080).unwrap(),
+            [&[5u8, 1, 0, 3, 12][..], b"outside.test", &[0x1f, 0x90]].concat()
+        );
+        assert!(connect_request(&"a".repeat(256), 80).is_err());
+        assert_eq!(reply_meaning(4), "host unreachable");
+    }
+
+    #[test]
+    fn http_responses() {
+        assert_eq!(
+            parse_http_response(b"HTTP/1.0 200 OK\r\nA: b\r\n\r\nhello").unwrap(),
+            "hello"
+        );
+        assert!(parse_http_response(b"HTTP/1.0 404 Not Found\r\n\r\n").is_err());
+        assert!(parse_http_response(b"HTTP/1.0 200 OK\r\n").is_err());
+    }
+}

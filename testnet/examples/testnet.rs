@@ -1,6 +1,8 @@
 //! A stand-alone driver for the testnet, for trying it by hand:
 //! `cargo run -p tails-testnet --example testnet -- up|down|status|join [STATE_DIR NETNS PREFIX]`.
 
+use std::time::Instant;
+
 use tails_testnet::{down, join_options, status, up, Config};
 
 fn main() {
@@ -13,8 +15,10 @@ fn main() {
             subnet_prefix: args[3].clone(),
         };
     }
+    let t0 = Instant::now();
+    let say = |m: &str| eprintln!("[{:5.1} s] {m}", t0.elapsed().as_secs_f64());
     let r = match args.first().map(String::as_str) {
-        Some("up") => up(&cfg, &|m| eprintln!("testnet: {m}")).map(|s| format!("{s:#?}")),
+        Some("up") => up(&cfg, &say).map(|s| format!("{s:#?}")),
         Some("down") => down(&cfg).map(|was| {
             if was {
                 "testnet stopped".into()

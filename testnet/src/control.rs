@@ -260,21 +260,21 @@ mod tests {
             parse_bootstrap(v),
             Some((45, "Asking for relay descriptors".into()))
         );
-        let w = "WARN BOOTSTRAP PROGRESS=10 TAG=conn_done SUMMARY=\"Connected to a relay\" WARNING=\"Connection refused\" REASON=CONNECTREFUSED COUNT=3 RECOMMENDATION=ignore HOST=ABCD HOSTADDR=10.200.0.2:5000";
+        let w = "WARN BOOTSTRAP PROGRESS=10 TAG=conn_done SUMMARY=\"Connected to a relay\" WARNING=\"Connection refused\" REASON=CONNECTREFUSED COUNT=3 RECOMMENDATION=ignore HOST=ABCD HOSTADDR=10.100.0.2:5000";
         assert_eq!(parse_bootstrap(w).unwrap().0, 10);
         assert_eq!(parse_bootstrap("NOTICE BOOTSTRAP TAG=x"), None);
         assert_eq!(parse_bootstrap("NOTICE BOOTSTRAP PROGRESS=101"), None);
     }
 
     const NS_ALL: &str = "250+ns/all=\r\n\
-r tsauth0 0W7rt2tiMPiYa4BgVc3nOYNGKik 2024-01-01 00:00:00 10.200.0.2 5000 7000\r\n\
+r tsauth0 0W7rt2tiMPiYa4BgVc3nOYNGKik 2024-01-01 00:00:00 10.100.0.2 5000 7000\r\n\
 s Authority Fast Guard HSDir Running Stable V2Dir Valid\r\n\
 w Bandwidth=0 Unmeasured=1\r\n\
-r tsrelay0 IjpfBpmdN6YoOld9CWFFO6wa+6A 2024-01-01 00:00:00 10.200.0.2 5003 7003\r\n\
+r tsrelay0 IjpfBpmdN6YoOld9CWFFO6wa+6A 2024-01-01 00:00:00 10.100.0.2 5003 7003\r\n\
 s Fast Guard HSDir Running Stable V2Dir Valid\r\n\
-r tsexit0 AAAAAAAAAAAAAAAAAAAAAAAAAAA 2024-01-01 00:00:00 10.200.0.2 5005 7005\r\n\
+r tsexit0 AAAAAAAAAAAAAAAAAAAAAAAAAAA 2024-01-01 00:00:00 10.100.0.2 5005 7005\r\n\
 s Exit Fast Guard HSDir Running Stable V2Dir Valid\r\n\
-r badone BBBBBBBBBBBBBBBBBBBBBBBBBBB 2024-01-01 00:00:00 10.200.0.2 5006 7006\r\n\
+r badone BBBBBBBBBBBBBBBBBBBBBBBBBBB 2024-01-01 00:00:00 10.100.0.2 5006 7006\r\n\
 s BadExit Exit Running Valid\r\n\
 .\r\n\
 250 OK\r\n";

@@ -2,17 +2,23 @@
 //! isolation tests (see DESIGN.md, "Testing the isolation").
 //!
 //! [`up`] creates a network namespace (default `ts-outside`) whose only link
-//! is a veth pair (`ts-out0` 10.200.0.1/24 in the root namespace, `ts-out1`
-//! 10.200.0.2/24 inside, no default route), and starts in it, detached and
+//! is a veth pair (`ts-out0` 10.100.0.1/24 in the root namespace, `ts-out1`
+//! 10.100.0.2/24 inside, no default route), and starts in it, detached and
 //! as debian-tor: three directory authorities, two relays and one exit
 //! (Debian's tor with TestingTorNetwork, keys from tor-gencert), one client
 //! tor with a SOCKS and a control port, dnsmasq answering `outside.test` and
-//! a web server on 10.200.0.2:8080 logging each client's address. It
+//! a web server on 10.100.0.2:8080 logging each client's address. It
 //! returns once the client has bootstrapped, the consensus lists an exit
 //! and HSDirs, a circuit is built and a page was fetched through the exit.
 //! [`status`] and [`down`] work from any process, through
 //! `<state_dir>/testnet.json`. A tor elsewhere joins with [`join_options`]
 //! (also written to `<state_dir>/join.torrc`).
+//!
+//! The exit's policy is `accept <subnet>:*`, `reject private:*`, `accept *:*`.
+//! What it can reach is bounded by its namespace, whose only route is the
+//! subnet. A policy ending in `reject *:*` would not do: clients judge exits
+//! by the policy summary in the consensus and microdescriptors, which counts
+//! only accept rules for every address, so it would sum up to "no exit".
 
 mod control;
 mod dns;
@@ -80,7 +86,9 @@ impl Default for Config {
         Config {
             state_dir: PathBuf::from("/run/tails-server-testnet"),
             netns: "ts-outside".into(),
-            subnet_prefix: "10.200.0".into(),
+            // Outside tor's VirtualAddrNetworkIPv4 (10.192.0.0/10, as in Tails):
+            // a destination there would be taken for a mapped address.
+            subnet_prefix: "10.100.0".into(),
         }
     }
 }
@@ -108,11 +116,11 @@ pub struct Status {
     pub web: Option<SocketAddr>,
     /// Its log: one line per request, with the client's address.
     pub web_log: Option<PathBuf>,
-    /// The root namespace's end of the veth pair (10.200.0.1).
+    /// The root namespace's end of the veth pair (10.100.0.1).
     pub host_addr: Ipv4Addr,
-    /// The namespace's end, where everything listens (10.200.0.2).
+    /// The namespace's end, where everything listens (10.100.0.2).
     pub outside_addr: Ipv4Addr,
-    /// The subnet between them ("10.200.0.0/24").
+    /// The subnet between them ("10.100.0.0/24").
     pub subnet: String,
 }
 
@@ -132,7 +140,7 @@ pub fn up(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Status, TestnetError>
         if is_running(&st) {
             progress("testnet already up");
             let now = Instant::now();
-            return wait_ready(cfg, &st, now, now + READY_DEADLINE, progress);
+            return wait_ready(cfg, &st, now, now + READY_DEADLINE, false, progress);
         }
     }
     if leftovers(cfg, &net) {
@@ -170,10 +178,11 @@ pub fn status(cfg: &Config) -> Result<Status, TestnetError> {
 }
 
 /// The DirAuthority lines (and other options) a tor outside the namespace needs to join.
+/// An error if the testnet is not running.
 pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
     match State::load(&cfg.state_dir)? {
-        Some(st) => Ok(st.join_options),
-        None => Err(TestnetError::NotUp),
+        Some(st) if is_running(&st) => Ok(st.join_options),
+        _ => Err(TestnetError::NotUp),
     }
 }
 
@@ -461,7 +470,7 @@ fn start(
         READY_DEADLINE.as_secs(),
         dir.display()
     ));
-    wait_ready(cfg, &st, t0, t0 + READY_DEADLINE, progress)
+    wait_ready(cfg, &st, t0, t0 + READY_DEADLINE, true, progress)
 }
 
 /// `setpriv` arguments that run the rest as `ids`, without supplementary groups.
@@ -743,7 +752,7 @@ fn check_ready(
         Err(e) => return Err(format!("outside DNS server {dns} on {OUTSIDE_NAME}: {e}")),
     }
     let socks = SocketAddr::new(st.outside_addr.into(), st.socks_port);
-    let timeout = remaining.clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let timeout = remaining.clamp(Duration::from_secs(1), Duration::from_secs(20));
     match socks::http_get(
         socks,
         OUTSIDE_NAME,
@@ -760,28 +769,62 @@ fn check_ready(
     }
 }
 
+/// Whether a directory authority serves a consensus yet (HTTP 200 on its DirPort).
+fn consensus_published(st: &State) -> bool {
+    st.nodes
+        .iter()
+        .filter(|n| n.role == Role::Authority)
+        .filter_map(|n| n.dir_port)
+        .any(|port| {
+            let addr = SocketAddr::new(st.outside_addr.into(), port);
+            socks::http_status(
+                addr,
+                "/tor/status-vote/current/consensus-microdesc",
+                Duration::from_secs(2),
+            )
+            .map(|code| code == 200)
+            .unwrap_or(false)
+        })
+}
+
+/// Polls until the network is usable (see [`check_ready`]) or `deadline`.
+///
+/// With `nudge` (a network just started), once the authorities publish
+/// their first consensus, the relays and the client get a SIGHUP, which
+/// makes tor forget its failed consensus downloads and fetch at once:
+/// before the first consensus each attempt fails (404) and tor's
+/// exponential backoff could otherwise keep an exit without a consensus,
+/// hence refusing streams, for 20 s or more.
 fn wait_ready(
     cfg: &Config,
     st: &State,
     t0: Instant,
     deadline: Instant,
+    nudge: bool,
     progress: &dyn Fn(&str),
 ) -> Result<Status, TestnetError> {
     let mut ctl = None;
     let mut last = String::new();
+    let mut nudged = !nudge;
     loop {
         if let Some(e) = first_dead(cfg, st) {
             return Err(e);
+        }
+        if !nudged && consensus_published(st) {
+            nudged = true;
+            progress("first consensus published: asking the relays and the client to fetch it");
+            for n in st.nodes.iter().filter(|n| n.role != Role::Authority) {
+                if let Some(p) = n.proc {
+                    p.signal(libc::SIGHUP);
+                }
+            }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         match check_ready(cfg, st, &mut ctl, remaining) {
             Ok(()) => break,
             Err(unmet) => {
                 if unmet != last {
-                    progress(&format!(
-                        "[{:.1} s] waiting: {unmet}",
-                        t0.elapsed().as_secs_f64()
-                    ));
+                    progress(&format!("waiting: {unmet}"));
                     last = unmet;
                 }
                 if Instant::now() >= deadline {
@@ -855,12 +898,12 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.state_dir, Path::new("/run/tails-server-testnet"));
         assert_eq!(c.netns, "ts-outside");
-        assert_eq!(c.subnet_prefix, "10.200.0");
+        assert_eq!(c.subnet_prefix, "10.100.0");
         let s = down_status(&net_of(&c).unwrap());
         assert!(!s.up);
         assert_eq!(s.host_addr, Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(s.outside_addr, Ipv4Addr::new(10, 200, 0, 2));
-        assert_eq!(s.subnet, "10.200.0.0/24");
+        assert_eq!(s.subnet, "10.100.0.0/24");
     }
 
     #[test]
@@ -871,7 +914,7 @@ mod tests {
         );
         assert_eq!(parse_fingerprint_file("tsauth0 XYZ\n"), None);
         assert_eq!(parse_fingerprint_file(""), None);
-        let cert = "dir-key-certificate-version 3\ndir-address 10.200.0.2:7000\nfingerprint E23E232B015903C9F314C9368D88F822229CF5EE\ndir-key-published 2024-01-01 00:00:00\n";
+        let cert = "dir-key-certificate-version 3\ndir-address 10.100.0.2:7000\nfingerprint E23E232B015903C9F314C9368D88F822229CF5EE\ndir-key-published 2024-01-01 00:00:00\n";
         assert_eq!(
             parse_certificate_fingerprint(cert).as_deref(),
             Some("E23E232B015903C9F314C9368D88F822229CF5EE")

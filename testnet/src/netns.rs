@@ -25,11 +25,11 @@ pub(crate) struct Net {
     pub ip: PathBuf,
 }
 
-/// Parses "10.200.0" into its three octets.
+/// Parses "10.100.0" into its three octets.
 pub(crate) fn parse_prefix(prefix: &str) -> Result<[u8; 3], TestnetError> {
     let bad = || {
         TestnetError::Config(format!(
-            "subnet_prefix {prefix:?} is not three octets like \"10.200.0\""
+            "subnet_prefix {prefix:?} is not three octets like \"10.100.0\""
         ))
     };
     let parts: Vec<&str> = prefix.split('.').collect();
@@ -79,7 +79,7 @@ impl Net {
         })
     }
 
-    /// The subnet in CIDR notation, "10.200.0.0/24".
+    /// The subnet in CIDR notation, "10.100.0.0/24".
     pub fn subnet(&self) -> String {
         let [a, b, c] = self.prefix;
         format!("{a}.{b}.{c}.0/24")
@@ -207,22 +207,22 @@ mod tests {
 
     #[test]
     fn default_names_and_addresses() {
-        let n = Net::new("ts-outside", "10.200.0", "ip".into()).unwrap();
+        let n = Net::new("ts-outside", "10.100.0", "ip".into()).unwrap();
         assert_eq!(n.veth_host, "ts-out0");
         assert_eq!(n.veth_ns, "ts-out1");
         assert_eq!(n.host, Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(n.outside, Ipv4Addr::new(10, 200, 0, 2));
-        assert_eq!(n.subnet(), "10.200.0.0/24");
+        assert_eq!(n.subnet(), "10.100.0.0/24");
         assert_eq!(n.path(), Path::new("/run/netns/ts-outside"));
     }
 
     #[test]
     fn bad_configs_are_refused() {
-        for p in ["10.200", "10.200.0.0", "10.300.0", "a.b.c", "10..0", ""] {
+        for p in ["10.200", "10.100.0.0", "10.300.0", "a.b.c", "10..0", ""] {
             assert!(Net::new("ts", p, "ip".into()).is_err(), "{p}");
         }
         for ns in ["", "a/b", "-x", "a b", &"x".repeat(33)] {
-            assert!(Net::new(ns, "10.200.0", "ip".into()).is_err(), "{ns}");
+            assert!(Net::new(ns, "10.100.0", "ip".into()).is_err(), "{ns}");
         }
     }
 }

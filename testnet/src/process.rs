@@ -51,7 +51,8 @@ impl ProcId {
         matches!(stat(self.pid), Some((s, start)) if start == self.start && s != 'Z' && s != 'X')
     }
 
-    fn signal(&self, sig: i32) {
+    /// Sends `sig` if this very process still runs.
+    pub fn signal(&self, sig: i32) {
         if self.alive() {
             // SAFETY: plain kill(2); the start time check above makes sure
             // the pid still names our process (the window is negligible).

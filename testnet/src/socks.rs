@@ -96,6 +96,37 @@ pub(crate) fn http_get(
     parse_http_response(&resp)
 }
 
+/// The status code of a plain HTTP/1.0 GET of `path` at `addr` (no proxy).
+pub(crate) fn http_status(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .map_err(|e| format!("HTTP write: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < head.len() && !head[..n].contains(&b'\n') {
+        match s.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("HTTP read: {e}")),
+        }
+    }
+    parse_status_code(&head[..n])
+}
+
+/// The status code in an HTTP status line ("HTTP/1.0 200 OK").
+pub(crate) fn parse_status_code(head: &[u8]) -> Result<u16, String> {
+    let line = String::from_utf8_lossy(head);
+    let line = line.lines().next().unwrap_or("");
+    line.strip_prefix("HTTP/")
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad HTTP status line {line:?}"))
+}
+
 /// The body of an HTTP response if its status is 200.
 pub(crate) fn parse_http_response(resp: &[u8]) -> Result<String, String> {
     let text = String::from_utf8_lossy(resp);
@@ -121,6 +152,14 @@ mod tests {
         );
         assert!(connect_request(&"a".repeat(256), 80).is_err());
         assert_eq!(reply_meaning(4), "host unreachable");
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status_code(b"HTTP/1.0 200 OK\r\nContent"), Ok(200));
+        assert_eq!(parse_status_code(b"HTTP/1.0 404 Not found\r\n"), Ok(404));
+        assert!(parse_status_code(b"SSH-2.0-x\r\n").is_err());
+        assert!(parse_status_code(b"").is_err());
     }
 
     #[test]

@@ -132,7 +132,7 @@ mod tests {
             netns: "ts-outside".into(),
             veth_host: "ts-out0".into(),
             veth_ns: "ts-out1".into(),
-            subnet: "10.200.0.0/24".into(),
+            subnet: "10.100.0.0/24".into(),
             host_addr: Ipv4Addr::new(10, 200, 0, 1),
             outside_addr: Ipv4Addr::new(10, 200, 0, 2),
             socks_port: 9050,

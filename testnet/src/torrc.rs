@@ -64,9 +64,9 @@ pub(crate) struct Node {
 /// Everything about the network that the torrcs depend on.
 #[derive(Clone, Debug)]
 pub(crate) struct NetParams {
-    /// The address every node listens on (10.200.0.2).
+    /// The address every node listens on (10.100.0.2).
     pub outside: Ipv4Addr,
-    /// The subnet the exit may connect to (10.200.0.0/24).
+    /// The subnet the exit may connect to (10.100.0.0/24).
     pub subnet: String,
     /// The state directory: data dirs, torrcs and resolv.conf live there.
     pub state_dir: PathBuf,
@@ -168,15 +168,27 @@ pub(crate) fn dir_authority_options(nodes: &[Node], addr: Ipv4Addr) -> Vec<Strin
 }
 
 /// The options a tor outside the namespace needs to join the network as a
-/// client (or onion service): the test-network switch, the authorities, and
-/// the circuit threshold suited to a network of a few relays.
+/// client (or onion service): the test-network switch, the authorities, the
+/// circuit threshold suited to a network of a few relays, and prompt
+/// consensus fetches.
 pub(crate) fn join_options(dir_authorities: &[String]) -> Vec<String> {
     let mut o = vec!["TestingTorNetwork 1".to_string()];
     o.extend(dir_authorities.iter().cloned());
-    // With six relays, insist on most of them before building circuits (as chutney does).
-    o.push("PathsNeededToBuildCircuits 0.67".to_string());
+    o.extend(CLIENT_OPTIONS.iter().map(|s| s.to_string()));
     o
 }
+
+/// Options for every client of the network (ours and those that join).
+const CLIENT_OPTIONS: [&str; 3] = [
+    // With six relays, insist on most of them before building circuits (as chutney does).
+    "PathsNeededToBuildCircuits 0.67",
+    // Fetch each consensus as soon as it is out, as directory caches do,
+    // rather than minutes (here: seconds) later: the first consensus of a
+    // new network often lists only the authorities (relays publish once
+    // they have a consensus), and the next one, 10 s later, all relays.
+    "FetchDirInfoEarly 1",
+    "FetchDirInfoExtraEarly 1",
+];
 
 /// The contents of `join.torrc`.
 pub(crate) fn join_torrc(options: &[String]) -> String {
@@ -233,12 +245,14 @@ pub(crate) fn torrc(
     line(&mut s, "LogTimeGranularity 1");
     line(&mut s, "ShutdownWaitLength 2");
     line(&mut s, "ClientUseIPv6 0");
-    line(&mut s, "PathsNeededToBuildCircuits 0.67");
     for d in dir_authorities {
         line(&mut s, d);
     }
     match node.role {
         Role::Client => {
+            for o in CLIENT_OPTIONS {
+                line(&mut s, o);
+            }
             line(&mut s, format!("SocksPort {o}:{SOCKS_PORT}"));
             line(&mut s, format!("SocksPolicy accept {}", net.subnet));
             line(&mut s, "SocksPolicy reject *");
@@ -290,14 +304,16 @@ pub(crate) fn torrc(
         line(&mut s, "AuthoritativeDirectory 1");
         line(&mut s, "V3AuthoritativeDirectory 1");
         line(&mut s, "AuthDirMaxServersPerAddr 0");
-        // The fastest consensus cycle (chutney's authority.i): a first
-        // consensus about 20 s after start, then one every 20 s.
-        line(&mut s, "TestingV3AuthInitialVotingInterval 20");
-        line(&mut s, "TestingV3AuthInitialVoteDelay 4");
-        line(&mut s, "TestingV3AuthInitialDistDelay 4");
-        line(&mut s, "V3AuthVotingInterval 20");
-        line(&mut s, "V3AuthVoteDelay 4");
-        line(&mut s, "V3AuthDistDelay 4");
+        // A fast consensus cycle (chutney's authority.i allows intervals of
+        // 10 s with vote + dist delays under half of it): a first consensus
+        // 5 to 15 s after start, then one every 10 s, each valid for two
+        // intervals (so one failed vote on a loaded machine goes unnoticed).
+        line(&mut s, "TestingV3AuthInitialVotingInterval 10");
+        line(&mut s, "TestingV3AuthInitialVoteDelay 2");
+        line(&mut s, "TestingV3AuthInitialDistDelay 2");
+        line(&mut s, "V3AuthVotingInterval 10");
+        line(&mut s, "V3AuthVoteDelay 2");
+        line(&mut s, "V3AuthDistDelay 2");
         line(&mut s, "V3AuthNIntervalsValid 2");
         // Flags without waiting for uptime or bandwidth measurements.
         if !exit_fingerprints.is_empty() {
@@ -320,7 +336,7 @@ mod tests {
     fn net() -> NetParams {
         NetParams {
             outside: Ipv4Addr::new(10, 200, 0, 2),
-            subnet: "10.200.0.0/24".into(),
+            subnet: "10.100.0.0/24".into(),
             state_dir: PathBuf::from("/run/tails-server-testnet"),
         }
     }
@@ -383,12 +399,12 @@ mod tests {
         assert_eq!(
             l,
             "tsauth0 orport=5000 v3ident=E23E232B015903C9F314C9368D88F822229CF5EE \
-             10.200.0.2:7000 D16EEBB76B6230F8986B806055CDE73983462A29"
+             10.100.0.2:7000 D16EEBB76B6230F8986B806055CDE73983462A29"
         );
         let opts = dir_authority_options(&keyed_nodes(), Ipv4Addr::new(10, 200, 0, 2));
         assert_eq!(opts.len(), 3);
         assert!(opts.iter().all(|o| o.starts_with("DirAuthority tsauth")));
-        assert!(opts[1].contains(" 10.200.0.2:7001 "), "{}", opts[1]);
+        assert!(opts[1].contains(" 10.100.0.2:7001 "), "{}", opts[1]);
         assert!(opts[1].contains(" orport=5001 "), "{}", opts[1]);
     }
 
@@ -426,10 +442,10 @@ mod tests {
         for n in nodes.iter().filter(|n| n.role != Role::Client) {
             let t = torrc(n, &net(), &[], &[]);
             let l = lines(&t);
-            assert!(l.contains(&"Address 10.200.0.2"));
+            assert!(l.contains(&"Address 10.100.0.2"));
             assert!(l.contains(&"AssumeReachable 1"));
             assert!(l.contains(&"SocksPort 0"));
-            let or = format!("ORPort 10.200.0.2:{}", n.or_port.unwrap());
+            let or = format!("ORPort 10.100.0.2:{}", n.or_port.unwrap());
             assert!(l.contains(&or.as_str()), "{t}");
             assert!(l.contains(&"ServerDNSResolvConfFile /run/tails-server-testnet/resolv.conf"));
             assert!(!l.iter().any(|x| x.starts_with("ControlPort")));
@@ -448,7 +464,7 @@ mod tests {
                 assert_eq!(
                     policy,
                     [
-                        "ExitPolicy accept 10.200.0.0/24:*",
+                        "ExitPolicy accept 10.100.0.0/24:*",
                         "ExitPolicy reject private:*",
                         "ExitPolicy accept *:*"
                     ]
@@ -481,8 +497,9 @@ mod tests {
                 "AuthoritativeDirectory 1",
                 "V3AuthoritativeDirectory 1",
                 "AuthDirMaxServersPerAddr 0",
-                "TestingV3AuthInitialVotingInterval 20",
-                "V3AuthVotingInterval 20",
+                "TestingV3AuthInitialVotingInterval 10",
+                "V3AuthVotingInterval 10",
+                "V3AuthNIntervalsValid 2",
                 "TestingDirAuthVoteHSDir *",
                 "TestingDirAuthVoteGuard *",
                 "TestingMinExitFlagThreshold 0",
@@ -501,11 +518,14 @@ mod tests {
         let t = torrc(c, &net(), &[], &[]);
         let l = lines(&t);
         for opt in [
-            "SocksPort 10.200.0.2:9050",
-            "SocksPolicy accept 10.200.0.0/24",
+            "SocksPort 10.100.0.2:9050",
+            "SocksPolicy accept 10.100.0.0/24",
             "SocksPolicy reject *",
-            "ControlPort 10.200.0.2:9051",
+            "ControlPort 10.100.0.2:9051",
             "CookieAuthentication 1",
+            "PathsNeededToBuildCircuits 0.67",
+            "FetchDirInfoEarly 1",
+            "FetchDirInfoExtraEarly 1",
         ] {
             assert!(l.contains(&opt), "{opt}");
         }
@@ -535,6 +555,6 @@ mod tests {
         let t = join_torrc(&j);
         assert!(t.starts_with('#'));
         assert_eq!(t.lines().filter(|l| !l.starts_with('#')).count(), j.len());
-        assert_eq!(resolv_conf(net().outside), "nameserver 10.200.0.2\n");
+        assert_eq!(resolv_conf(net().outside), "nameserver 10.100.0.2\n");
     }
 }

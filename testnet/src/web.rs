@@ -6,7 +6,7 @@
 //! (twice, so it is nobody's child and never a zombie), in a new session,
 //! with default signal dispositions; it enters the namespace with setns(2),
 //! binds, drops to nobody, reports "OK <pid>" (or the error) on a pipe, and
-//! serves. Its name in ps is `ts-testnet-web`.
+//! serves. ps shows it as `ts-testnet-web <address> <log>`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -75,7 +75,7 @@ pub(crate) fn spawn(
                 libc::_exit(if grandchild < 0 { 1 } else { 0 });
             }
         }
-        server_main(ns.as_raw_fd(), devnull.as_raw_fd(), log, wr, addr);
+        server_main(ns.as_raw_fd(), devnull.as_raw_fd(), log, log_path, wr, addr);
     }
     drop(wr);
     let mut status = 0;
@@ -128,7 +128,14 @@ fn read_report(rd: &OwnedFd, timeout: Duration) -> Result<String, TestnetError> 
 }
 
 /// The server process: never returns.
-fn server_main(ns_fd: RawFd, devnull: RawFd, log: File, wr: OwnedFd, addr: SocketAddr) -> ! {
+fn server_main(
+    ns_fd: RawFd,
+    devnull: RawFd,
+    log: File,
+    log_path: &Path,
+    wr: OwnedFd,
+    addr: SocketAddr,
+) -> ! {
     let mut report = File::from(wr);
     let fail = |report: &mut File, what: &str| -> ! {
         let msg = format!("ERR {what}: {}\n", std::io::Error::last_os_error());
@@ -162,6 +169,7 @@ fn server_main(ns_fd: RawFd, devnull: RawFd, log: File, wr: OwnedFd, addr: Socke
             0,
             0,
         );
+        set_cmdline(&format!("ts-testnet-web {addr} {}", log_path.display()));
         if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
             fail(&mut report, "setns");
         }
@@ -191,6 +199,61 @@ fn server_main(ns_fd: RawFd, devnull: RawFd, log: File, wr: OwnedFd, addr: Socke
     let _ = report.write_all(format!("OK {}\n", std::process::id()).as_bytes());
     drop(report);
     serve(listener, Arc::new(log));
+}
+
+/// Makes /proc/self/cmdline (what ps shows) read `title` rather than the
+/// command line of the process that ran `up` (which would look like an `up`
+/// that never ended). With CAP_SYS_RESOURCE the kernel is pointed at a new
+/// buffer; without, the old argument area is overwritten with as much of the
+/// title as fits. Only cosmetic: failures are ignored.
+fn set_cmdline(title: &str) {
+    let mut buf = title.as_bytes().to_vec();
+    buf.push(0);
+    // Leaked on purpose: the kernel reads the command line from it for as
+    // long as the process lives.
+    let buf: &'static mut [u8] = Box::leak(buf.into_boxed_slice());
+    let start = buf.as_ptr() as libc::c_ulong;
+    let end = start + buf.len() as libc::c_ulong;
+    // SAFETY: prctl(PR_SET_MM) only records the addresses of a live,
+    // never-freed buffer. The heap lies below the stack (the old area), so
+    // the new start comes first and keeps start < end at every step.
+    let moved = unsafe {
+        libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_ARG_START, start, 0, 0) == 0
+            && libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_ARG_END, end, 0, 0) == 0
+    };
+    if moved {
+        return;
+    }
+    // Fields 48 and 49 of /proc/self/stat: the argument area's bounds.
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 1..)) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(Ok(a)), Some(Ok(b))) = (
+        f.get(45).map(|x| x.parse::<usize>()),
+        f.get(46).map(|x| x.parse::<usize>()),
+    ) else {
+        return;
+    };
+    if a == 0 || b <= a + 1 || b - a > 1 << 20 {
+        return;
+    }
+    // The whole title if it fits, else its first word (cut if need be).
+    let title = if title.len() < b - a {
+        title
+    } else {
+        title.split(' ').next().unwrap_or("")
+    };
+    let n = title.len().min(b - a - 1);
+    // SAFETY: [a, b) is this process's own argument area (on its initial
+    // stack, writable); nothing in this process reads the arguments again.
+    unsafe {
+        std::ptr::copy_nonoverlapping(title.as_ptr(), a as *mut u8, n);
+        std::ptr::write_bytes((a + n) as *mut u8, 0, b - a - n);
+    }
 }
 
 /// Closes every descriptor but 0, 1, 2 and `keep`.
@@ -288,7 +351,7 @@ pub(crate) fn respond(request_line: &str) -> (u16, Vec<u8>) {
     (status, r)
 }
 
-/// One log line: `2024-01-02T03:04:05Z 10.200.0.2:41234 "GET / HTTP/1.1" 200`.
+/// One log line: `2024-01-02T03:04:05Z 10.100.0.2:41234 "GET / HTTP/1.1" 200`.
 pub(crate) fn log_line(t: SystemTime, peer: SocketAddr, request_line: &str, status: u16) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
@@ -350,11 +413,11 @@ mod tests {
             "GET /a[31m HTTP/1.1"
         );
         assert_eq!(request_line(&[b'a'; 500]).len(), 200);
-        let peer: SocketAddr = "10.200.0.2:41234".parse().unwrap();
+        let peer: SocketAddr = "10.100.0.2:41234".parse().unwrap();
         let t = UNIX_EPOCH + Duration::from_secs(1_704_164_645);
         assert_eq!(
             log_line(t, peer, "GET / HTTP/1.1", 200),
-            "2024-01-02T03:04:05Z 10.200.0.2:41234 \"GET / HTTP/1.1\" 200\n"
+            "2024-01-02T03:04:05Z 10.100.0.2:41234 \"GET / HTTP/1.1\" 200\n"
         );
     }
 

@@ -81,6 +81,16 @@ pub fn pids_named(prefix: &str) -> Vec<u32> {
     out
 }
 
+/// PIDs of processes whose command name is exactly `name`.
+pub fn pids_exact(name: &str) -> Vec<u32> {
+    pids_named(name)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect()
+}
+
 /// Everything the stack may leave behind, listed (empty when clean).
 pub fn leftovers(runtime: &Path) -> Vec<String> {
     let mut l = Vec::new();

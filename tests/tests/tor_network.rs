@@ -6,8 +6,8 @@ use std::path::Path;
 use tails_tests::*;
 
 const RUNTIME: &str = "/run/tails-server";
-const OUTSIDE: &str = "10.200.0.2";
-const HOST_SIDE: &str = "10.200.0.1";
+const OUTSIDE: &str = "10.100.0.2";
+const HOST_SIDE: &str = "10.100.0.1";
 
 fn testnet_json() -> serde_json::Value {
     let r = ts_ok(&["testnet", "status", "--json"]);
@@ -126,7 +126,7 @@ fn app_vm_reaches_the_outside_only_through_tor() {
         "5",
         "--socks5",
         "10.1.2.1:9050",
-        "http://10.200.0.2:8080/",
+        "http://10.100.0.2:8080/",
     ]);
     assert_ne!(r.code, 0, "a SOCKS port answered: {r:?}");
 
@@ -167,9 +167,14 @@ fn app_vm_reaches_the_outside_only_through_tor() {
     assert!(r.stdout.contains("down"), "{r:?}");
     assert!(!netns_exists(), "namespace left behind");
     assert!(
-        pids_named("tor").is_empty(),
+        pids_exact("tor").is_empty(),
         "tor processes left: {:?}",
-        pids_named("tor")
+        pids_exact("tor")
+    );
+    assert!(
+        pids_exact("dnsmasq").is_empty(),
+        "dnsmasq left: {:?}",
+        pids_exact("dnsmasq")
     );
     assert!(
         wait_until(5, || leftovers(Path::new(RUNTIME)).is_empty()),

@@ -166,7 +166,7 @@ fn spinner() -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
-pub async fn up(paths: &Paths, network: crate::ctl::Network) -> Result<()> {
+pub async fn up(paths: &Paths, network: crate::ctl::Network, bridges: Vec<String>) -> Result<()> {
     let conn = match connect(paths).await {
         Some(c) => c,
         None => {
@@ -179,7 +179,7 @@ pub async fn up(paths: &Paths, network: crate::ctl::Network) -> Result<()> {
     let start = Instant::now();
     let pb = spinner();
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let reply = call(conn, &Request::Up { network }, |ev| {
+    let reply = call(conn, &Request::Up { network, bridges }, |ev| {
         let elapsed = start.elapsed().as_secs_f64();
         match ev {
             Event::Step(m) => match &pb {

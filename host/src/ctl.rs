@@ -14,6 +14,8 @@ pub const MAX_CTL_FRAME: usize = 8 << 20;
 pub enum Request {
     Up {
         network: Network,
+        /// `Bridge` lines (without the keyword) for tor in the Tor VM.
+        bridges: Vec<String>,
     },
     Status,
     Down,

@@ -88,7 +88,7 @@ impl Daemon {
 
     async fn handle(&self, req: Request, tx: mpsc::UnboundedSender<Reply>) {
         let reply = match req {
-            Request::Up { network } => self.up(network, &tx).await,
+            Request::Up { network, bridges } => self.up(network, bridges, &tx).await,
             Request::Down => self.down().await,
             Request::Status => match self.status(&tx).await {
                 Some(r) => r,
@@ -115,7 +115,12 @@ impl Daemon {
         let _ = tx.send(reply);
     }
 
-    async fn up(&self, network: Network, tx: &mpsc::UnboundedSender<Reply>) -> Reply {
+    async fn up(
+        &self,
+        network: Network,
+        bridges: Vec<String>,
+        tx: &mpsc::UnboundedSender<Reply>,
+    ) -> Reply {
         let mut guard = self.stack.write().await;
         if let Some(s) = guard.as_ref() {
             return Reply::Done(format!(
@@ -128,7 +133,11 @@ impl Daemon {
             log(&m);
             let _ = progress_tx.send(Reply::Progress(m));
         };
-        match self.start(network, &progress).await {
+        if network == Network::None && !bridges.is_empty() {
+            let _ = self.quit.try_send(());
+            return Reply::Error("bridges need an uplink: use --network public or local".into());
+        }
+        match self.start(network, bridges, &progress).await {
             Ok(stack) => *guard = Some(stack),
             Err(e) => {
                 log(format!("up failed: {e:#}"));
@@ -152,6 +161,7 @@ impl Daemon {
     async fn start(
         &self,
         network: Network,
+        bridges: Vec<String>,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<Stack> {
         let qemu = find_program("qemu-system-x86_64")
@@ -168,7 +178,7 @@ impl Daemon {
             Network::None => None,
             Network::Public => Some(TorConfig {
                 network: TorNetwork::Public,
-                bridges: Vec::new(),
+                bridges,
             }),
             Network::Local => {
                 let cfg = tails_testnet::Config::default();
@@ -182,7 +192,7 @@ impl Daemon {
                 )?;
                 Some(TorConfig {
                     network: TorNetwork::Local { options },
-                    bridges: Vec::new(),
+                    bridges,
                 })
             }
         };

@@ -38,6 +38,9 @@ enum Cmd {
         /// The Tor network the Tor VM joins.
         #[arg(long, value_enum, default_value = "public")]
         network: ctl::Network,
+        /// A tor bridge line (without `Bridge`), e.g. `192.0.2.7:443 4352E58420E68F5E40BF7C74FADDCCD9D1349413`; repeatable (pluggable transports are not in the Tor VM image yet).
+        #[arg(long = "bridge", value_name = "LINE", value_parser = parse_bridge)]
+        bridges: Vec<String>,
     },
     /// The embedded private Tor network (in its own network namespace).
     Testnet {
@@ -106,6 +109,15 @@ enum ImageCmd {
 /// Never pass a secret or a guest's raw bytes: errors are already bounded.
 pub(crate) fn log(msg: impl std::fmt::Display) {
     eprintln!("tails-server daemon: {msg}");
+}
+
+/// A bridge line: one line of printable text, at most 1 KiB.
+fn parse_bridge(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 1024 || s.chars().any(|c| c.is_control()) {
+        return Err("a bridge is one line of text, e.g. `192.0.2.7:443 4352E58420E68F5E40BF7C74FADDCCD9D1349413`".into());
+    }
+    Ok(s.strip_prefix("Bridge ").unwrap_or(s).to_owned())
 }
 
 /// The inputs of the image build for this installation.
@@ -266,7 +278,7 @@ fn run(cli: Cli) -> Result<i32> {
         .build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Up { network } => client::up(&paths, network).await.map(|_| 0),
+            Cmd::Up { network, bridges } => client::up(&paths, network, bridges).await.map(|_| 0),
             Cmd::Down => client::down(&paths).await.map(|_| 0),
             Cmd::Status { json } => client::status(&paths, json).await.map(|_| 0),
             Cmd::Exec {

@@ -46,6 +46,29 @@ fn unknown_commands_and_arguments_are_refused() {
 }
 
 #[test]
+fn bad_bridges_are_refused() {
+    let _ = ts(&["down"]);
+    let r = ts(&["up", "--bridge", "1.2.3.4:443 AAAA\nSocksPort 9050"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("a bridge is one line of text"), "{r:?}");
+    let r = ts(&[
+        "up",
+        "--network",
+        "none",
+        "--bridge",
+        "192.0.2.7:443 4352E58420E68F5E40BF7C74FADDCCD9D1349413",
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    one_line(&r);
+    assert!(r.stderr.contains("bridges need an uplink"), "{r:?}");
+    assert!(
+        wait_until(5, || leftovers(Path::new(RUNTIME)).is_empty()),
+        "{:?}",
+        leftovers(Path::new(RUNTIME))
+    );
+}
+
+#[test]
 fn non_root_is_refused() {
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

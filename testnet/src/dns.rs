@@ -109,10 +109,10 @@ mod tests {
         r[2] = 0x85;
         r[3] = 0x80;
         r[7] = 1;
-        r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 10, 200, 0, 2]);
+        r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 10, 100, 0, 2]);
         assert_eq!(
             parse_response(0x1234, &r).unwrap(),
-            vec![Ipv4Addr::new(10, 200, 0, 2)]
+            vec![Ipv4Addr::new(10, 100, 0, 2)]
         );
         assert!(parse_response(0x4321, &r).is_err());
         let mut nx = r.clone();

@@ -901,8 +901,8 @@ mod tests {
         assert_eq!(c.subnet_prefix, "10.100.0");
         let s = down_status(&net_of(&c).unwrap());
         assert!(!s.up);
-        assert_eq!(s.host_addr, Ipv4Addr::new(10, 200, 0, 1));
-        assert_eq!(s.outside_addr, Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(s.host_addr, Ipv4Addr::new(10, 100, 0, 1));
+        assert_eq!(s.outside_addr, Ipv4Addr::new(10, 100, 0, 2));
         assert_eq!(s.subnet, "10.100.0.0/24");
     }
 

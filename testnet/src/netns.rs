@@ -210,8 +210,8 @@ mod tests {
         let n = Net::new("ts-outside", "10.100.0", "ip".into()).unwrap();
         assert_eq!(n.veth_host, "ts-out0");
         assert_eq!(n.veth_ns, "ts-out1");
-        assert_eq!(n.host, Ipv4Addr::new(10, 200, 0, 1));
-        assert_eq!(n.outside, Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(n.host, Ipv4Addr::new(10, 100, 0, 1));
+        assert_eq!(n.outside, Ipv4Addr::new(10, 100, 0, 2));
         assert_eq!(n.subnet(), "10.100.0.0/24");
         assert_eq!(n.path(), Path::new("/run/netns/ts-outside"));
     }

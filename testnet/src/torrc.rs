@@ -335,7 +335,7 @@ mod tests {
 
     fn net() -> NetParams {
         NetParams {
-            outside: Ipv4Addr::new(10, 200, 0, 2),
+            outside: Ipv4Addr::new(10, 100, 0, 2),
             subnet: "10.100.0.0/24".into(),
             state_dir: PathBuf::from("/run/tails-server-testnet"),
         }
@@ -394,14 +394,14 @@ mod tests {
             7000,
             "E23E232B015903C9F314C9368D88F822229CF5EE",
             "D16EEBB76B6230F8986B806055CDE73983462A29",
-            Ipv4Addr::new(10, 200, 0, 2),
+            Ipv4Addr::new(10, 100, 0, 2),
         );
         assert_eq!(
             l,
             "tsauth0 orport=5000 v3ident=E23E232B015903C9F314C9368D88F822229CF5EE \
              10.100.0.2:7000 D16EEBB76B6230F8986B806055CDE73983462A29"
         );
-        let opts = dir_authority_options(&keyed_nodes(), Ipv4Addr::new(10, 200, 0, 2));
+        let opts = dir_authority_options(&keyed_nodes(), Ipv4Addr::new(10, 100, 0, 2));
         assert_eq!(opts.len(), 3);
         assert!(opts.iter().all(|o| o.starts_with("DirAuthority tsauth")));
         assert!(opts[1].contains(" 10.100.0.2:7001 "), "{}", opts[1]);

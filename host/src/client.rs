@@ -73,8 +73,32 @@ pub async fn call(
     }
 }
 
+/// The running daemon's pid, from its pid file.
+fn daemon_pid(paths: &Paths) -> Option<u32> {
+    std::fs::read_to_string(paths.daemon_pid())
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Wait (at most 10 s) for a daemon that said it is stopping to be gone, so
+/// that a following command cannot meet it half-way out.
+async fn wait_gone(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let start = Instant::now();
+    while pid_alive(pid) && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Is `pid` a live process? A zombie (such as a daemon this CLI started and
+/// has not reaped) is not.
 fn pid_alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 /// If a daemon died and left runtime files, stop the processes it left (only
@@ -176,6 +200,7 @@ pub async fn up(paths: &Paths, network: crate::ctl::Network, bridges: Vec<String
             spawn_daemon(paths).await?
         }
     };
+    let pid = daemon_pid(paths);
     let start = Instant::now();
     let pb = spinner();
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -214,15 +239,25 @@ pub async fn up(paths: &Paths, network: crate::ctl::Network, bridges: Vec<String
             println!("{m} ({:.1} s)", start.elapsed().as_secs_f64());
             Ok(())
         }
-        Reply::Error(e) => bail!("up failed: {e}"),
+        Reply::Error(e) => {
+            // A failed start stops its daemon; let it finish first.
+            if !paths.runtime.join("stack.json").exists() {
+                wait_gone(pid).await;
+            }
+            bail!("up failed: {e}")
+        }
         other => bail!("unexpected reply {other:?}"),
     }
 }
 
 pub async fn down(paths: &Paths) -> Result<()> {
+    let pid = daemon_pid(paths);
     match connect(paths).await {
         Some(c) => match call(c, &Request::Down, |_| {}).await? {
-            Reply::Done(m) => println!("{m}"),
+            Reply::Done(m) => {
+                wait_gone(pid).await;
+                println!("{m}")
+            }
             Reply::Error(e) => bail!("{e}"),
             other => bail!("unexpected reply {other:?}"),
         },

@@ -62,7 +62,13 @@ pub async fn run(paths: Paths) -> Result<()> {
     }
     // Let the last reply reach its client before the socket goes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    crate::stack::remove_runtime(&paths);
+    // Only while the runtime directory is still ours: a new daemon may
+    // already have taken it over after our client returned.
+    let ours = std::fs::read_to_string(paths.daemon_pid())
+        .is_ok_and(|p| p.trim() == std::process::id().to_string());
+    if ours {
+        crate::stack::remove_runtime(&paths);
+    }
     log("stopped");
     Ok(())
 }

@@ -14,6 +14,14 @@ fn testnet_json() -> serde_json::Value {
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("testnet status --json ({e}): {r:?}"))
 }
 
+/// `curl ARGS` in the App VM, killed after `secs`.
+fn appvm_curl(secs: u32, args: &[&str]) -> Run {
+    let t = secs.to_string();
+    let mut argv = vec!["exec", "appvm", "--timeout", &t, "--", "curl"];
+    argv.extend_from_slice(args);
+    ts(&argv)
+}
+
 fn netns_exists() -> bool {
     std::process::Command::new("ip")
         .args(["netns", "list"])
@@ -56,18 +64,15 @@ fn app_vm_reaches_the_outside_only_through_tor() {
 
     // The App VM fetches the outside page through Tor…
     let before = std::fs::read_to_string(&web_log).unwrap_or_default();
-    let r = ts(&[
-        "exec",
-        "appvm",
-        "--timeout",
-        "90",
-        "--",
-        "curl",
-        "-sS",
-        "--max-time",
-        "80",
-        &format!("http://{OUTSIDE}:8080/"),
-    ]);
+    let r = appvm_curl(
+        90,
+        &[
+            "-sS",
+            "--max-time",
+            "80",
+            &format!("http://{OUTSIDE}:8080/"),
+        ],
+    );
     assert_eq!(r.code, 0, "fetch through Tor: {r:?}");
     assert!(
         r.stdout.contains("tails-server testnet outside page"),
@@ -98,36 +103,25 @@ fn app_vm_reaches_the_outside_only_through_tor() {
     ]);
     assert_eq!(r.code, 0, "name lookup through Tor: {r:?}");
     assert!(r.stdout.contains(OUTSIDE), "{r:?}");
-    let r = ts(&[
-        "exec",
-        "appvm",
-        "--timeout",
-        "90",
-        "--",
-        "curl",
-        "-sS",
-        "--max-time",
-        "80",
-        "http://outside.test:8080/",
-    ]);
+    let r = appvm_curl(
+        90,
+        &["-sS", "--max-time", "80", "http://outside.test:8080/"],
+    );
     assert_eq!(r.code, 0, "fetch by name through Tor: {r:?}");
 
     // Nothing but the redirected ports: tor's control socket has no TCP port
     // and there is no SOCKS port on 10.1.2.1.
-    let r = ts(&[
-        "exec",
-        "appvm",
-        "--timeout",
-        "30",
-        "--",
-        "curl",
-        "-sS",
-        "--max-time",
-        "5",
-        "--socks5",
-        "10.1.2.1:9050",
-        "http://10.100.0.2:8080/",
-    ]);
+    let r = appvm_curl(
+        30,
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            "--socks5",
+            "10.1.2.1:9050",
+            "http://10.100.0.2:8080/",
+        ],
+    );
     assert_ne!(r.code, 0, "a SOCKS port answered: {r:?}");
 
     // With the Tor VM stopped the App VM reaches nothing.
@@ -144,18 +138,15 @@ fn app_vm_reaches_the_outside_only_through_tor() {
         .as_str()
         .unwrap_or("")
         .starts_with("down")));
-    let r = ts(&[
-        "exec",
-        "appvm",
-        "--timeout",
-        "30",
-        "--",
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        &format!("http://{OUTSIDE}:8080/"),
-    ]);
+    let r = appvm_curl(
+        30,
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://{OUTSIDE}:8080/"),
+        ],
+    );
     assert_ne!(
         r.code, 0,
         "the App VM fetched something without the Tor VM: {r:?}"

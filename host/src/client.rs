@@ -305,7 +305,7 @@ fn print_status(r: &StatusReport) {
     println!("daemon: running (pid {})", r.daemon_pid);
     println!("accelerator: {}", r.accel);
     println!("backend: {}", r.backend);
-    println!("network: {}", crate::daemon::network_name(r.network));
+    println!("network: {}", r.network.name());
     println!("vsock device: {}", r.vsock);
     for vm in &r.vms {
         println!("{}:", vm.name);

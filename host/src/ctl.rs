@@ -38,6 +38,16 @@ pub enum Network {
     None,
 }
 
+impl Network {
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Public => "public",
+            Network::Local => "local",
+            Network::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {

@@ -131,7 +131,7 @@ impl Daemon {
         if let Some(s) = guard.as_ref() {
             return Reply::Done(format!(
                 "tails-server is already up (network {}; see `tails-server status`)",
-                network_name(s.network)
+                s.network().name()
             ));
         }
         let progress_tx = tx.clone();
@@ -216,10 +216,7 @@ impl Daemon {
         })
         .await?;
         let backend = Qemu { binary: qemu };
-        let mut stack =
-            Stack::up(&self.paths, &backend, &images, &vhost, accel, tor, progress).await?;
-        stack.network = network;
-        Ok(stack)
+        Ok(Stack::up(&self.paths, &backend, &images, &vhost, accel, tor, progress).await?)
     }
 
     async fn down(&self) -> Reply {
@@ -249,19 +246,11 @@ impl Daemon {
                 daemon_pid: std::process::id(),
                 accel: s.accel.name().into(),
                 backend: s.backend.into(),
-                network: s.network,
+                network: s.network(),
                 vsock: s.vsock_state(),
                 vms: s.status().await,
             }),
         })
-    }
-}
-
-pub fn network_name(n: Network) -> &'static str {
-    match n {
-        Network::Public => "public",
-        Network::Local => "local",
-        Network::None => "none",
     }
 }
 
@@ -285,7 +274,7 @@ async fn wait_bootstrap(
                 let _ = tx.send(Reply::Tor(p));
                 return Reply::Done(format!(
                     "tails-server is up: both VMs are ready and tor is bootstrapped on the {} network",
-                    network_name(network)
+                    network.name()
                 ));
             }
             Ok(p) if !p.running => {

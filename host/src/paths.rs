@@ -83,21 +83,12 @@ impl Paths {
     }
 }
 
-/// Where the daemon looks for the programs it starts. Fixed, not `$PATH`: a
-/// root daemon must not run whatever a caller's environment points at, and
-/// the unprivileged users it runs them as must be able to read them.
-pub const PROGRAM_DIRS: [&str; 6] = [
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
-
-/// Find `name` in [`PROGRAM_DIRS`].
+/// Find `name` in the system directories ([`tails_images::SYSTEM_DIRS`]).
+/// Fixed, not `$PATH`: a root daemon must not run whatever a caller's
+/// environment points at, and the unprivileged users it runs programs as
+/// must be able to read them.
 pub fn find_program(name: &str) -> Option<PathBuf> {
-    PROGRAM_DIRS
+    tails_images::SYSTEM_DIRS
         .iter()
         .map(|d| Path::new(d).join(name))
         .find(|p| is_executable(p))

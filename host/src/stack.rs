@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tails_proto::msg::{ExecOutput, TorConfig, TorProgress};
+use tails_proto::msg::{ExecOutput, TorConfig, TorNetwork, TorProgress};
 use tails_proto::Role;
 
 /// MAC of the App VM's only NIC (fixed identity).
@@ -87,7 +87,6 @@ pub struct Stack {
     pub backend: &'static str,
     /// How the Tor VM's tor runs; `None`: the Tor VM has no uplink at all.
     pub tor: Option<TorConfig>,
-    pub network: crate::ctl::Network,
 }
 
 /// Per-VM status as `status` shows it.
@@ -278,7 +277,6 @@ impl Stack {
             accel,
             backend: backend.name(),
             tor,
-            network: crate::ctl::Network::None,
         };
         match stack
             .launch(backend, images, accel, torvm_user, appvm_user, progress)
@@ -349,6 +347,16 @@ impl Stack {
             self.start_tor().await?;
         }
         Ok(())
+    }
+
+    /// The network the Tor VM's tor joins, as chosen at `up`.
+    pub fn network(&self) -> crate::ctl::Network {
+        use crate::ctl::Network;
+        match self.tor.as_ref().map(|t| &t.network) {
+            None => Network::None,
+            Some(TorNetwork::Public) => Network::Public,
+            Some(TorNetwork::Local { .. }) => Network::Local,
+        }
     }
 
     /// Order the Tor VM's agent to start tor with the stack's configuration.

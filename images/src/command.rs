@@ -16,7 +16,7 @@ const TAIL_LINES: usize = 15;
 
 /// Directories searched for tools besides `$PATH` (depmod lives in /usr/sbin, which a
 /// non-login root shell may not have in its path).
-const EXTRA_DIRS: &[&str] = &[
+pub const SYSTEM_DIRS: &[&str] = &[
     "/usr/local/sbin",
     "/usr/local/bin",
     "/usr/sbin",
@@ -151,7 +151,7 @@ impl Tools {
 fn which(name: &str) -> Option<PathBuf> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path_var)
-        .chain(EXTRA_DIRS.iter().map(PathBuf::from))
+        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| is_executable(p))
 }

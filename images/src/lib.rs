@@ -13,6 +13,7 @@
 //! the end, under a lock file, so an interrupted build leaves nothing half-done.
 
 mod command;
+pub use command::SYSTEM_DIRS;
 pub mod error;
 mod host;
 pub mod initramfs;

@@ -5,23 +5,25 @@
 //! overlay, so nothing the services write survives a restart, switches into
 //! it, configures the fixed identity of the internal link (10.1.2.3/24 on
 //! 00:11:22:33:44:55, gateway 10.1.2.1 at 00:55:44:33:22:11, pinned in the
-//! neighbour table) and serves the host on vsock.
+//! neighbour table), loads its firewall (see [`tails_nft::appvm`]) before
+//! the link comes up, and serves the host on vsock.
 
 use nix::mount::MsFlags;
 use tails_guest::{log, net, pid1};
 use tails_proto::Role;
 
+/// The gateway: the Tor VM.
+const GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 1, 2, 1);
 /// The only NIC: fixed identity, gateway pinned (no ARP, nothing to spoof).
 const NET: net::Plan = net::Plan {
     mac: "00:11:22:33:44:55",
     addr: std::net::Ipv4Addr::new(10, 1, 2, 3),
     prefix: 24,
-    gateway: Some((
-        std::net::Ipv4Addr::new(10, 1, 2, 1),
-        [0x00, 0x55, 0x44, 0x33, 0x22, 0x11],
-    )),
+    gateway: Some((GATEWAY, [0x00, 0x55, 0x44, 0x33, 0x22, 0x11])),
     required: true,
 };
+/// nft in the App VM's Debian root.
+const NFT: &str = "/usr/sbin/nft";
 /// The read-only root: the first virtio disk.
 const ROOT_DEV: &str = "/dev/vda";
 const HOSTNAME: &str = "localhost";
@@ -40,6 +42,27 @@ fn early_init() -> Result<(), String> {
         pid1::sysctl(k, v).map_err(|e| e.to_string())?;
     }
     nix::unistd::sethostname(HOSTNAME).map_err(|e| format!("sethostname: {e}"))?;
+    firewall()
+}
+
+/// Load the App VM's nftables table before the link comes up (fail closed:
+/// an error here powers the VM off). No service ports yet: nothing may
+/// connect in.
+fn firewall() -> Result<(), String> {
+    let iface = net::iface_by_mac(NET.mac).map_err(|e| e.to_string())?.0;
+    let rules = tails_nft::appvm::ruleset(&tails_nft::appvm::Params {
+        iface: &iface,
+        addr: NET.addr,
+        prefix: NET.prefix,
+        gateway: GATEWAY,
+        service_ports: Vec::new(),
+    });
+    let start = std::time::Instant::now();
+    tails_nft::apply(&rules, std::path::Path::new(NFT)).map_err(|e| e.to_string())?;
+    log(format!(
+        "firewall loaded in {:.2} s ({iface})",
+        start.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 

@@ -307,6 +307,16 @@ fn print_status(r: &StatusReport) {
     println!("backend: {}", r.backend);
     println!("network: {}", r.network.name());
     println!("vsock device: {}", r.vsock);
+    let fw = &r.host_firewall;
+    match (&fw.error, fw.present) {
+        (Some(e), _) => println!("host firewall: unreadable ({e})"),
+        (None, true) => println!(
+            "host firewall: table {} ({} rules, {} packets dropped)",
+            fw.table, fw.rules, fw.dropped_packets
+        ),
+        (None, false) => println!("host firewall: MISSING (table {} is not loaded)", fw.table),
+    }
+    println!("path out: {}", r.path_out);
     for vm in &r.vms {
         println!("{}:", vm.name);
         println!("  state: {}", vm.state);

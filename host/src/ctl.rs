@@ -57,6 +57,10 @@ pub struct StatusReport {
     pub network: Network,
     /// vhost-device-vsock: `running` or how it ended.
     pub vsock: String,
+    /// The host's table, read back from the kernel.
+    pub host_firewall: crate::firewall::FirewallStatus,
+    /// How the App VM reaches the outside now (or that it cannot).
+    pub path_out: String,
     pub vms: Vec<VmStatus>,
 }
 

@@ -180,6 +180,7 @@ impl Daemon {
             .context(
                 "the guest images are missing or out of date: run `tails-server image build`",
             )?;
+        let mut testnet_subnet = None;
         let tor = match network {
             Network::None => None,
             Network::Public => Some(TorConfig {
@@ -188,6 +189,8 @@ impl Daemon {
             }),
             Network::Local => {
                 let cfg = tails_testnet::Config::default();
+                testnet_subnet =
+                    Some(tails_testnet::subnet(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
                 let options = tokio::task::spawn_blocking(move || {
                     tails_testnet::join_options(&cfg)
                 })
@@ -215,8 +218,20 @@ impl Daemon {
             )
         })
         .await?;
+        let bridges = tor.as_ref().map(|t| t.bridges.clone()).unwrap_or_default();
+        let upstreams = crate::firewall::upstreams(testnet_subnet.as_deref(), &bridges)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let backend = Qemu { binary: qemu };
-        Ok(Stack::up(&self.paths, &backend, &images, &vhost, accel, tor, progress).await?)
+        Ok(Stack::up(
+            &self.paths,
+            &backend,
+            &images,
+            &vhost,
+            accel,
+            crate::stack::Uplink { tor, upstreams },
+            progress,
+        )
+        .await?)
     }
 
     async fn down(&self) -> Reply {
@@ -248,6 +263,8 @@ impl Daemon {
                 backend: s.backend.into(),
                 network: s.network(),
                 vsock: s.vsock_state(),
+                host_firewall: s.firewall(),
+                path_out: s.path_out(),
                 vms: s.status().await,
             }),
         })

@@ -9,6 +9,7 @@ mod agent;
 mod client;
 mod ctl;
 mod daemon;
+mod firewall;
 mod paths;
 mod stack;
 mod vhost;

@@ -43,6 +43,11 @@ pub enum UpError {
         reason: String,
         log: String,
     },
+    #[error("cannot load the host firewall (table {table}), so no VM was started: {source}")]
+    Firewall {
+        table: String,
+        source: tails_nft::NftError,
+    },
     #[error(transparent)]
     Vhost(#[from] crate::vhost::VhostError),
     #[error(transparent)]
@@ -71,6 +76,15 @@ pub fn user(name: &str, what: &str) -> Result<(u32, u32), UpError> {
     }
 }
 
+/// How the stack reaches the world: tor's configuration in the Tor VM, and
+/// the host firewall's exceptions for it.
+pub struct Uplink {
+    /// `None`: the Tor VM has no uplink at all.
+    pub tor: Option<TorConfig>,
+    /// Networks the Tor VM's QEMU may reach although they are private.
+    pub upstreams: Vec<tails_nft::host::Net>,
+}
+
 /// One VM of the stack.
 struct Member {
     role: Role,
@@ -87,6 +101,8 @@ pub struct Stack {
     pub backend: &'static str,
     /// How the Tor VM's tor runs; `None`: the Tor VM has no uplink at all.
     pub tor: Option<TorConfig>,
+    /// The nft program that loaded the host table (and removes it).
+    nft: std::path::PathBuf,
 }
 
 /// Per-VM status as `status` shows it.
@@ -246,12 +262,64 @@ impl Stack {
         images: &tails_images::Images,
         vhost_bin: &Path,
         accel: Accel,
-        tor: Option<TorConfig>,
+        uplink: Uplink,
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
+        let Uplink { tor, upstreams } = uplink;
         let vsock_user = user(USERS[0].0, USERS[0].1)?;
         let torvm_user = user(USERS[1].0, USERS[1].1)?;
         let appvm_user = user(USERS[2].0, USERS[2].1)?;
+        // Fail closed: no process of the stack starts before its users are
+        // fenced in.
+        let nft = crate::firewall::nft();
+        progress(format!(
+            "loading the host firewall (table {})",
+            crate::firewall::table_name()
+        ));
+        let params = tails_nft::host::Params {
+            torvm_uid: torvm_user.0,
+            no_inet_uids: vec![appvm_user.0, vsock_user.0],
+            upstreams,
+        };
+        crate::firewall::apply(&params, &nft).map_err(|source| UpError::Firewall {
+            table: crate::firewall::table_name(),
+            source,
+        })?;
+        let users = [vsock_user, torvm_user, appvm_user];
+        let fenced = Self::up_fenced(
+            paths,
+            backend,
+            images,
+            vhost_bin,
+            accel,
+            tor,
+            nft.clone(),
+            users,
+            progress,
+        );
+        match fenced.await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                if let Err(re) = crate::firewall::remove(&nft) {
+                    crate::log(format!("removing the host firewall: {re}"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn up_fenced(
+        paths: &Paths,
+        backend: &dyn Backend,
+        images: &tails_images::Images,
+        vhost_bin: &Path,
+        accel: Accel,
+        tor: Option<TorConfig>,
+        nft: std::path::PathBuf,
+        [vsock_user, torvm_user, appvm_user]: [(u32, u32); 3],
+        progress: Progress<'_>,
+    ) -> Result<Stack, UpError> {
         mkdir(&paths.log, (0, 0), 0o700)?;
         mkdir(&paths.vsock_dir(), vsock_user, 0o711)?;
         mkdir(&paths.vm_dir("torvm"), torvm_user, 0o700)?;
@@ -277,6 +345,7 @@ impl Stack {
             accel,
             backend: backend.name(),
             tor,
+            nft,
         };
         match stack
             .launch(backend, images, accel, torvm_user, appvm_user, progress)
@@ -284,7 +353,9 @@ impl Stack {
         {
             Ok(()) => Ok(stack),
             Err(e) => {
-                stack.teardown(false).await;
+                // The firewall goes in `up`, after this.
+                stack.stop_processes(false).await;
+                remove_runtime(&stack.paths);
                 Err(e)
             }
         }
@@ -513,13 +584,39 @@ impl Stack {
     }
 
     async fn teardown(&mut self, graceful: bool) {
+        self.stop_processes(graceful).await;
+        // Only once nothing of the stack runs any more.
+        if let Err(e) = crate::firewall::remove(&self.nft) {
+            crate::log(format!("removing the host firewall: {e}"));
+        }
+        remove_runtime(&self.paths);
+    }
+
+    async fn stop_processes(&mut self, graceful: bool) {
         for m in &self.members {
             stop_vm(&self.paths, m, graceful).await;
         }
         if let Ok(mut v) = self.vhost.lock() {
             v.stop();
         }
-        remove_runtime(&self.paths);
+    }
+
+    /// The host table, read back.
+    pub fn firewall(&self) -> crate::firewall::FirewallStatus {
+        crate::firewall::status(&self.nft)
+    }
+
+    /// Can the App VM reach anything now? Only through a running Tor VM.
+    pub fn path_out(&self) -> String {
+        match self.member(Role::Torvm).and_then(|m| m.vm.exited()) {
+            Some(how) => {
+                format!("cut: the Tor VM is down (QEMU {how}); the App VM reaches nothing")
+            }
+            None if self.tor.is_none() => {
+                "none: the Tor VM has no uplink; the App VM reaches nothing".into()
+            }
+            None => "through the Tor VM's tor only".into(),
+        }
     }
 }
 

@@ -7,9 +7,11 @@
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, CT};
+use nftables::expr::{
+    Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem, CT,
+};
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
-use nftables::stmt::{Match, Operator, Statement, NAT};
+use nftables::stmt::{Counter, JumpTarget, Match, Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 /// Priority `filter` (the number nft's JSON wants; the text form names it).
@@ -180,11 +182,6 @@ pub(crate) fn udp_dport(port: u16) -> Statement<'static> {
     eq(payload("udp", "dport"), Expression::Number(port.into()))
 }
 
-/// `icmp type <type>` (e.g. "echo-request")
-pub(crate) fn icmp_type(ty: &'static str) -> Statement<'static> {
-    eq(payload("icmp", "type"), string(ty))
-}
-
 /// `meta skuid <uid>`
 pub(crate) fn skuid(uid: u32) -> Statement<'static> {
     eq(meta(MetaKey::Skuid), Expression::Number(uid))
@@ -219,4 +216,88 @@ pub(crate) fn redirect_to(port: u16) -> Statement<'static> {
         port: Some(Expression::Number(port.into())),
         flags: None,
     }))
+}
+
+// ---- added for the host and App VM rulesets ----
+
+/// An IPv4 or IPv6 network (`addr/len`) as an nft prefix expression; a
+/// whole-address network (/32, /128) as the plain address.
+pub(crate) fn net(addr: std::net::IpAddr, len: u8) -> Expression<'static> {
+    let full = if addr.is_ipv4() { 32 } else { 128 };
+    if len >= full {
+        return string(addr.to_string());
+    }
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(string(addr.to_string())),
+        len: len.into(),
+    }))
+}
+
+/// An anonymous set `{ a, b, … }` (a single element stays a plain value).
+pub(crate) fn set(mut items: Vec<Expression<'static>>) -> Expression<'static> {
+    if items.len() == 1 {
+        if let Some(one) = items.pop() {
+            return one;
+        }
+    }
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
+}
+
+/// `ip daddr <expr>` (a value, a prefix or a set).
+pub(crate) fn ip_daddr_in(right: Expression<'static>) -> Statement<'static> {
+    matches(payload("ip", "daddr"), Operator::EQ, right)
+}
+
+/// `ip daddr != <expr>`
+pub(crate) fn ip_daddr_not(right: Expression<'static>) -> Statement<'static> {
+    matches(payload("ip", "daddr"), Operator::NEQ, right)
+}
+
+/// `ip6 daddr <expr>`
+pub(crate) fn ip6_daddr_in(right: Expression<'static>) -> Statement<'static> {
+    matches(payload("ip6", "daddr"), Operator::EQ, right)
+}
+
+/// `meta l4proto != <proto>`
+pub(crate) fn l4proto_not(proto: &'static str) -> Statement<'static> {
+    matches(meta(MetaKey::L4proto), Operator::NEQ, string(proto))
+}
+
+/// `tcp dport <expr>` (a port or a set of ports).
+pub(crate) fn tcp_dport_in(right: Expression<'static>) -> Statement<'static> {
+    eq(payload("tcp", "dport"), right)
+}
+
+/// A port number as an expression (for sets of ports).
+pub(crate) fn port(p: u16) -> Expression<'static> {
+    Expression::Number(p.into())
+}
+
+/// `meta skuid <expr>` (a uid or a set of uids).
+pub(crate) fn skuid_in(right: Expression<'static>) -> Statement<'static> {
+    eq(meta(MetaKey::Skuid), right)
+}
+
+/// A uid as an expression (for sets of uids).
+pub(crate) fn uid(u: u32) -> Expression<'static> {
+    Expression::Number(u)
+}
+
+/// `ct status dnat`: the connection was destination-NATed (our redirects).
+pub(crate) fn ct_status_dnat() -> Statement<'static> {
+    matches(ct("status"), Operator::IN, string("dnat"))
+}
+
+/// `counter` (anonymous): lets `nft list` show how much a rule matched.
+pub(crate) fn counter() -> Statement<'static> {
+    Statement::Counter(Counter::Anonymous(None))
+}
+
+/// `jump <chain>`
+pub(crate) fn jump(chain: &'static str) -> Statement<'static> {
+    Statement::Jump(JumpTarget {
+        target: Cow::Borrowed(chain),
+    })
 }

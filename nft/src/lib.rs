@@ -9,8 +9,8 @@
 //! touched: apply refuses a batch that would do anything but add to the
 //! tables it adds itself.
 //!
-//! Only the Tor VM's ruleset exists so far; the host's and the App VM's
-//! arrive with the isolation work.
+//! [`list`] reads back one table of ours (never the whole ruleset), and
+//! [`remove`] deletes it; both name the table explicitly.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -18,9 +18,11 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
 use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Table};
-use nftables::types::NfFamily;
+pub use nftables::types::NfFamily;
 
+pub mod appvm;
 mod dsl;
+pub mod host;
 pub mod torvm;
 
 /// The host table every rule of ours lives in (and the only one we read back).
@@ -67,6 +69,90 @@ pub fn apply(rs: &Nftables, nft: &Path) -> Result<(), NftError> {
     run(rs, nft, false)
 }
 
+/// Deletes table `family name` if it exists (`add` + `delete` in one batch,
+/// so a missing table is not an error). Other tables are never touched.
+pub fn remove(family: NfFamily, name: &str, nft: &Path) -> Result<(), NftError> {
+    let table = || {
+        NfListObject::Table(Table {
+            family,
+            name: Cow::Owned(name.to_owned()),
+            handle: None,
+        })
+    };
+    let batch = Nftables {
+        objects: Cow::Owned(vec![
+            NfObject::CmdObject(NfCmd::Add(table())),
+            NfObject::CmdObject(NfCmd::Delete(table())),
+        ]),
+    };
+    feed(&batch, nft, "remove", &[])
+}
+
+/// What [`list`] read back of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Rules in the table.
+    pub rules: usize,
+    /// Packets counted by the table's `counter … drop` rules.
+    pub dropped_packets: u64,
+    /// The table as `nft -j list table` printed it.
+    pub json: serde_json::Value,
+}
+
+/// Reads back table `family name` (`nft -j list table`, nothing else):
+/// `None` if it does not exist.
+pub fn list(family: &str, name: &str, nft: &Path) -> Result<Option<TableInfo>, NftError> {
+    let program = nft.display().to_string();
+    let out = Command::new(nft)
+        .args(["-j", "list", "table", family, name])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NftError::Run {
+            program: program.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        return Err(NftError::Refused {
+            program,
+            action: "list",
+            status: out.status,
+            message: one_line(&stderr),
+            stderr,
+        });
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut info = TableInfo {
+        rules: 0,
+        dropped_packets: 0,
+        json,
+    };
+    let objects = info.json["nftables"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for obj in objects {
+        let Some(rule) = obj.get("rule") else {
+            continue;
+        };
+        if rule["family"] != family || rule["table"] != name {
+            continue;
+        }
+        info.rules += 1;
+        let expr = rule["expr"].as_array().cloned().unwrap_or_default();
+        let drops = expr.iter().any(|e| e.get("drop").is_some());
+        for e in &expr {
+            if let (true, Some(n)) = (drops, e["counter"]["packets"].as_u64()) {
+                info.dropped_packets += n;
+            }
+        }
+    }
+    Ok(Some(info))
+}
+
 /// Like [`apply`], but with `nft -c`: the same batch is checked (by nft and
 /// the kernel) and nothing is changed.
 pub fn check(rs: &Nftables, nft: &Path) -> Result<(), NftError> {
@@ -75,14 +161,25 @@ pub fn check(rs: &Nftables, nft: &Path) -> Result<(), NftError> {
 
 fn run(rs: &Nftables, nft: &Path, check_only: bool) -> Result<(), NftError> {
     let batch = replace_batch(rs)?;
-    let payload = serde_json::to_vec(&batch)?;
+    if check_only {
+        feed(&batch, nft, "check", &["-c"])
+    } else {
+        feed(&batch, nft, "apply", &[])
+    }
+}
+
+/// Feeds `batch` to `nft [flags] -j -f -`.
+fn feed(
+    batch: &Nftables,
+    nft: &Path,
+    action: &'static str,
+    flags: &[&str],
+) -> Result<(), NftError> {
+    let payload = serde_json::to_vec(batch)?;
     let program = nft.display().to_string();
-    let action = if check_only { "check" } else { "apply" };
 
     let mut cmd = Command::new(nft);
-    if check_only {
-        cmd.arg("-c");
-    }
+    cmd.args(flags);
     cmd.args(["-j", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -214,7 +311,6 @@ mod tests {
             trans_port: 9040,
             dns_port: 5353,
             tor_uid: 101,
-            allow_ping_from_appvm: true,
         })
     }
 

@@ -39,8 +39,6 @@ pub struct Params<'a> {
     pub dns_port: u16,
     /// uid of the debian-tor user: the only one that may open connections.
     pub tor_uid: u32,
-    /// Accept ICMP echo from the App VM to `torvm_addr` (a link check).
-    pub allow_ping_from_appvm: bool,
 }
 
 /// The whole table as one batch of `add` commands (table, chains, rules).
@@ -48,20 +46,19 @@ pub struct Params<'a> {
 /// Give it to [`crate::apply`], which replaces any previous version of the
 /// table atomically, or to [`crate::check`].
 ///
-/// In nft's text form (uplink "eth1", ping allowed):
+/// In nft's text form (uplink "eth1"):
 /// ```text
 /// table inet tails_torvm {
 ///   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-///     iifname "eth0" ip saddr 10.1.2.3 meta l4proto tcp redirect to :9040
+///     iifname "eth0" ip saddr 10.1.2.3 ip daddr != 10.1.2.1 meta l4proto tcp redirect to :9040
 ///     iifname "eth0" ip saddr 10.1.2.3 udp dport 53 redirect to :5353 }
 ///   chain input { type filter hook input priority filter; policy drop;
 ///     meta nfproto ipv6 drop
 ///     iif "lo" accept
 ///     ct state invalid drop
 ///     ct state established,related accept
-///     iifname "eth0" ip saddr 10.1.2.3 ip daddr 10.1.2.1 tcp dport 9040 accept
-///     iifname "eth0" ip saddr 10.1.2.3 ip daddr 10.1.2.1 udp dport 5353 accept
-///     iifname "eth0" ip saddr 10.1.2.3 ip daddr 10.1.2.1 icmp type echo-request accept }
+///     iifname "eth0" ip saddr 10.1.2.3 ip daddr 10.1.2.1 ct status dnat tcp dport 9040 accept
+///     iifname "eth0" ip saddr 10.1.2.3 ip daddr 10.1.2.1 ct status dnat udp dport 5353 accept }
 ///   chain forward { type filter hook forward priority filter; policy drop;
 ///     meta nfproto ipv6 drop }
 ///   chain output { type filter hook output priority filter; policy drop;
@@ -73,6 +70,11 @@ pub struct Params<'a> {
 ///     oifname "eth1" meta skuid 101 meta l4proto tcp ct state new accept }
 /// }
 /// ```
+///
+/// The App VM reaches nothing of the Tor VM's own: not tor's TransPort or
+/// DNSPort addressed directly (only `ct status dnat`, i.e. what the
+/// redirects made), not its control socket, not ICMP. Its TCP to any other
+/// address goes into tor; its DNS, to whatever resolver, into the DNSPort.
 pub fn ruleset(p: &Params) -> Nftables<'static> {
     let mut t = TableBuilder::new(NfFamily::INet, TABLE);
     let filter = |hook| {
@@ -110,7 +112,11 @@ pub fn ruleset(p: &Params) -> Nftables<'static> {
         "prerouting",
         with(
             from_appvm(),
-            vec![l4proto("tcp"), redirect_to(p.trans_port)],
+            vec![
+                ip_daddr_not(net(p.torvm_addr.into(), 32)),
+                l4proto("tcp"),
+                redirect_to(p.trans_port),
+            ],
         ),
     );
     t.rule(
@@ -131,25 +137,19 @@ pub fn ruleset(p: &Params) -> Nftables<'static> {
         "input",
         vec![ct_state(&["established", "related"]), accept()],
     );
-    let to_torvm = || with(from_appvm(), vec![ip_daddr(p.torvm_addr)]);
+    let redirected = || with(from_appvm(), vec![ip_daddr(p.torvm_addr), ct_status_dnat()]);
     t.rule(
         "input",
-        with(to_torvm(), vec![tcp_dport(p.trans_port), accept()]),
+        with(redirected(), vec![tcp_dport(p.trans_port), accept()]),
     );
     t.rule(
         "input",
-        with(to_torvm(), vec![udp_dport(p.dns_port), accept()]),
+        with(redirected(), vec![udp_dport(p.dns_port), accept()]),
     );
-    if p.allow_ping_from_appvm {
-        t.rule(
-            "input",
-            with(to_torvm(), vec![icmp_type("echo-request"), accept()]),
-        );
-    }
 
     // forward: nothing (policy drop, and the IPv6 rule above).
 
-    // output: replies (to the App VM's redirected connections, echo replies)
+    // output: replies (to the App VM's redirected connections)
     // are established; new connections only from tor, TCP only.
     t.rule("output", vec![oif("lo"), accept()]);
     t.rule("output", vec![ct_state(&["invalid"]), drop()]);
@@ -197,7 +197,6 @@ mod tests {
             trans_port: 9040,
             dns_port: 5353,
             tor_uid: 101,
-            allow_ping_from_appvm: true,
         }
     }
 
@@ -331,6 +330,8 @@ mod tests {
                 &vec![
                     meta("iifname", json!("eth0")),
                     payload("ip", "saddr", json!("10.1.2.3")),
+                    json!({"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                                     "right": "10.1.2.1", "op": "!="}}),
                     meta("l4proto", json!("tcp")),
                     json!({"redirect": {"port": 9040}}),
                 ],
@@ -371,7 +372,13 @@ mod tests {
                 assert_eq!(r[0], meta("iifname", json!("eth0")));
                 assert_eq!(r[1], payload("ip", "saddr", json!("10.1.2.3")));
                 assert_eq!(r[2], payload("ip", "daddr", json!("10.1.2.1")));
-                appvm_accepts.push(r[3..].to_vec());
+                // …and only what a redirect made, never a direct packet
+                // to tor's ports.
+                assert_eq!(
+                    r[3],
+                    json!({"match": {"left": {"ct": {"key": "status"}}, "right": "dnat", "op": "in"}})
+                );
+                appvm_accepts.push(r[4..].to_vec());
             }
         }
         assert_eq!(
@@ -385,10 +392,6 @@ mod tests {
                     payload("udp", "dport", json!(5353)),
                     json!({"accept": null})
                 ],
-                vec![
-                    payload("icmp", "type", json!("echo-request")),
-                    json!({"accept": null})
-                ],
             ]
         );
         assert!(!serde_json::to_string(&rules(&v, "input"))
@@ -397,10 +400,8 @@ mod tests {
     }
 
     #[test]
-    fn no_ping_when_not_allowed() {
-        let mut p = params(Some(UPLINK));
-        p.allow_ping_from_appvm = false;
-        let v = json_of(&p);
+    fn no_icmp_accepted_from_the_appvm() {
+        let v = json_of(&params(Some(UPLINK)));
         assert!(!v.to_string().contains("icmp"));
     }
 

@@ -121,7 +121,6 @@ fn params(uplink: Option<&str>) -> Params<'_> {
         trans_port: 9040,
         dns_port: 5353,
         tor_uid: 101,
-        allow_ping_from_appvm: true,
     }
 }
 
@@ -236,4 +235,203 @@ fn apply_replaces_atomically_and_leaves_other_tables_alone() {
     let other_after = ns.run_nft(&["list", "table", "ip", "other"], None);
     assert_eq!(other_before, other_after, "the other table is untouched");
     assert!(other_after.contains("192.0.2.7"));
+}
+
+fn host_params(upstreams: &[&str]) -> tails_nft::host::Params {
+    tails_nft::host::Params {
+        torvm_uid: TORVM_UID,
+        no_inet_uids: vec![APPVM_UID],
+        upstreams: upstreams.iter().map(|s| s.parse().expect("net")).collect(),
+    }
+}
+
+fn appvm_params() -> tails_nft::appvm::Params<'static> {
+    tails_nft::appvm::Params {
+        iface: "eth0",
+        addr: Ipv4Addr::new(10, 1, 2, 3),
+        prefix: 24,
+        gateway: Ipv4Addr::new(10, 1, 2, 1),
+        service_ports: vec![80, 5222],
+    }
+}
+
+/// Users the host-ruleset test acts as (no account needed: setpriv takes ids).
+const TORVM_UID: u32 = 64990;
+const APPVM_UID: u32 = 64991;
+const OTHER_UID: u32 = 64992;
+
+#[test]
+fn host_and_appvm_rulesets_check_apply_read_back_and_remove() {
+    use tails_nft::{appvm, host, list, remove};
+    let ns = Netns::new("hostapp");
+    let hrs = host::ruleset(&host_params(&["10.100.0.0/24"]));
+    let ars = appvm::ruleset(&appvm_params());
+    check(&hrs, &ns.nft()).expect("host ruleset passes nft -c");
+    check(&ars, &ns.nft()).expect("App VM ruleset passes nft -c");
+    assert!(list(host::FAMILY, host::TABLE, &ns.nft())
+        .unwrap()
+        .is_none());
+
+    ns.run_nft(
+        &["-f", "-"],
+        Some("table ip other {\n chain c { type filter hook output priority 5; policy accept; }\n}\n"),
+    );
+    apply(&hrs, &ns.nft()).expect("apply host");
+    apply(&ars, &ns.nft()).expect("apply App VM");
+    let h = list(host::FAMILY, host::TABLE, &ns.nft())
+        .unwrap()
+        .expect("host table");
+    assert_eq!(h.rules, count_rules(&hrs));
+    assert_eq!(h.dropped_packets, 0);
+    let text = ns.run_nft(&["list", "table", "inet", host::TABLE], None);
+    println!("{text}");
+    assert!(text.contains("meta skuid 64990 jump torvm"), "{text}");
+    assert!(text.contains("ip daddr 10.100.0.0/24 accept"), "{text}");
+    let a = list(appvm::FAMILY, appvm::TABLE, &ns.nft())
+        .unwrap()
+        .expect("App VM table");
+    assert_eq!(a.rules, count_rules(&ars));
+    let text = ns.run_nft(&["list", "table", "inet", appvm::TABLE], None);
+    println!("{text}");
+    assert!(text.contains("tcp dport { 80, 5222 } accept"), "{text}");
+    assert!(
+        text.contains("ip daddr != 10.1.2.0/24 meta l4proto tcp accept"),
+        "{text}"
+    );
+
+    remove(NfFamily::INet, host::TABLE, &ns.nft()).expect("remove");
+    assert!(list(host::FAMILY, host::TABLE, &ns.nft())
+        .unwrap()
+        .is_none());
+    remove(NfFamily::INet, host::TABLE, &ns.nft()).expect("removing twice is fine");
+    assert!(list(appvm::FAMILY, appvm::TABLE, &ns.nft())
+        .unwrap()
+        .is_some());
+    assert!(ns
+        .run_nft(&["list", "table", "ip", "other"], None)
+        .contains("chain c"));
+}
+
+/// A TCP listener on `port` (all addresses) inside namespace `ns`; it lives
+/// as long as the test process. The kernel completes handshakes without
+/// accept(), which is all the test needs.
+fn listen_in(ns: &str, port: u16) {
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let l = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        tx.send(()).expect("send");
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+        drop(l);
+    });
+    rx.recv().expect("listener ready");
+}
+
+/// Does `uid`, in namespace `ns`, get a TCP connection / send a UDP datagram
+/// to `addr:port`? (bash's /dev/tcp and /dev/udp; a firewall drop in output
+/// fails the connect or the send at once with EPERM.)
+fn reaches(ns: &str, uid: u32, proto: &str, addr: &str, port: u16) -> bool {
+    let script = format!("exec 3<>/dev/{proto}/{addr}/{port} && echo x >&3");
+    Command::new(ip_path())
+        .args(["netns", "exec", ns, "setpriv"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "timeout", "2", "bash", "-c", &script])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run bash")
+        .success()
+}
+
+#[test]
+fn host_ruleset_fences_the_qemu_users_for_real() {
+    use tails_nft::{host, list};
+    let a = Netns::new("fence-a");
+    let b = Netns::new("fence-b");
+    let ip = |args: &str| {
+        let st = Command::new(ip_path())
+            .args(args.split_whitespace())
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip {args}");
+    };
+    let (va, vb) = (
+        format!("fa{}", std::process::id() % 100000),
+        format!("fb{}", std::process::id() % 100000),
+    );
+    ip(&format!(
+        "-n {} link add {va} type veth peer name {vb} netns {}",
+        a.name, b.name
+    ));
+    ip(&format!("-n {} addr add 10.100.0.1/24 dev {va}", a.name));
+    ip(&format!("-n {} addr add 10.100.0.2/24 dev {vb}", b.name));
+    ip(&format!("-n {} addr add 192.168.77.2/24 dev {vb}", b.name));
+    ip(&format!("-n {} link set {va} up", a.name));
+    ip(&format!("-n {} link set {vb} up", b.name));
+    ip(&format!("-n {} link set lo up", a.name));
+    ip(&format!(
+        "-n {} route add 192.168.77.0/24 via 10.100.0.2",
+        a.name
+    ));
+    listen_in(&b.name, 7000);
+    listen_in(&a.name, 7002);
+
+    // Without our table everyone reaches everything: the probes work.
+    for (addr, port) in [
+        ("10.100.0.2", 7000),
+        ("192.168.77.2", 7000),
+        ("127.0.0.1", 7002),
+    ] {
+        assert!(
+            reaches(&a.name, TORVM_UID, "tcp", addr, port),
+            "{addr}:{port} before"
+        );
+    }
+    assert!(reaches(&a.name, APPVM_UID, "udp", "10.100.0.2", 7001));
+
+    apply(&host::ruleset(&host_params(&["10.100.0.0/24"])), &a.nft()).expect("apply");
+    let t = TORVM_UID;
+    assert!(
+        reaches(&a.name, t, "tcp", "10.100.0.2", 7000),
+        "upstream, TCP: allowed"
+    );
+    assert!(
+        !reaches(&a.name, t, "tcp", "192.168.77.2", 7000),
+        "private range"
+    );
+    assert!(!reaches(&a.name, t, "tcp", "127.0.0.1", 7002), "loopback");
+    assert!(
+        !reaches(&a.name, t, "tcp", "10.100.0.1", 7002),
+        "the host's own address"
+    );
+    assert!(
+        !reaches(&a.name, t, "udp", "10.100.0.2", 7001),
+        "UDP, even upstream"
+    );
+    assert!(
+        !reaches(&a.name, APPVM_UID, "tcp", "10.100.0.2", 7000),
+        "App VM: nothing"
+    );
+    assert!(
+        !reaches(&a.name, APPVM_UID, "udp", "10.100.0.2", 7001),
+        "App VM: nothing"
+    );
+    // Other users are not the table's business.
+    assert!(reaches(&a.name, OTHER_UID, "tcp", "192.168.77.2", 7000));
+    assert!(reaches(&a.name, OTHER_UID, "udp", "10.100.0.2", 7001));
+
+    let info = list(host::FAMILY, host::TABLE, &a.nft())
+        .unwrap()
+        .expect("table");
+    assert!(
+        info.dropped_packets >= 6,
+        "counted drops: {}",
+        info.dropped_packets
+    );
+
+    // Without the upstream, the testnet's subnet is a private range like any other.
+    apply(&host::ruleset(&host_params(&[])), &a.nft()).expect("apply");
+    assert!(!reaches(&a.name, t, "tcp", "10.100.0.2", 7000));
 }

@@ -186,6 +186,12 @@ pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
     }
 }
 
+/// The subnet between the host and the outside namespace (`10.100.0.0/24`):
+/// the upstream a Tor VM joining the testnet must be allowed to reach.
+pub fn subnet(cfg: &Config) -> Result<String, TestnetError> {
+    Ok(net_of(cfg)?.subnet())
+}
+
 fn net_of(cfg: &Config) -> Result<Net, TestnetError> {
     let ip = find_tool("ip").unwrap_or_else(|| PathBuf::from("ip"));
     Net::new(&cfg.netns, &cfg.subnet_prefix, ip)

@@ -131,3 +131,12 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Is the host's table `inet tails_server` loaded (in this namespace)?
+pub fn host_table_loaded() -> bool {
+    Command::new("/usr/sbin/nft")
+        .args(["list", "table", "inet", "tails_server"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

@@ -68,9 +68,25 @@ fn foundation_end_to_end() {
         "IPv6 must be off in the App VM: {r:?}"
     );
 
-    // The internal link crosses to the Tor VM, whose MAC is the pinned gateway.
-    let r = ts_ok(&["exec", "appvm", "--", "ping", "-c1", "-W5", "10.1.2.1"]);
-    assert!(r.stdout.contains("1 received"), "{r:?}");
+    // The internal link crosses to the Tor VM, whose MAC is the pinned
+    // gateway: a DNS datagram to 10.1.2.1:53 is redirected to tor's DNSPort
+    // there, where (no tor with --network none) the Tor VM's kernel answers
+    // "port unreachable". That answer is the only thing the App VM gets back.
+    let r = ts(&[
+        "exec",
+        "appvm",
+        "--",
+        "bash",
+        "-c",
+        "exec 3<>/dev/udp/10.1.2.1/53; echo x >&3; read -t 5 -u 3; echo \"rc=$?\"",
+    ]);
+    assert!(
+        r.stderr.contains("Connection refused"),
+        "an answer from the Tor VM: {r:?}"
+    );
+    // ICMP to the gateway is not allowed (App VM and Tor VM firewalls).
+    let r = ts(&["exec", "appvm", "--", "ping", "-c1", "-W2", "10.1.2.1"]);
+    assert_ne!(r.code, 0, "ping to the gateway must fail: {r:?}");
     let r = ts_ok(&["exec", "appvm", "--", "ip", "neigh", "show", "10.1.2.1"]);
     assert!(r.stdout.contains("00:55:44:33:22:11"), "{r:?}");
 
@@ -89,6 +105,42 @@ fn foundation_end_to_end() {
     let r = ts(&["exec", "mailvm", "--", "true"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("unknown VM `mailvm`"), "{r:?}");
+
+    // Each layer's firewall is loaded: the host's table (read back by status),
+    // the App VM's and the Tor VM's.
+    let st = status_json();
+    assert_eq!(st["host_firewall"]["present"], true, "{st}");
+    assert!(
+        st["host_firewall"]["rules"].as_u64().unwrap_or(0) >= 7,
+        "{st}"
+    );
+    assert_eq!(
+        st["path_out"], "none: the Tor VM has no uplink; the App VM reaches nothing",
+        "{st}"
+    );
+    assert!(host_table_loaded(), "nft list table inet tails_server");
+    let r = ts_ok(&[
+        "exec",
+        "appvm",
+        "--",
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "tails_appvm",
+    ]);
+    assert!(r.stdout.contains("policy drop"), "{r:?}");
+    let r = ts_ok(&[
+        "exec",
+        "torvm",
+        "--",
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "tails_torvm",
+    ]);
+    assert!(r.stdout.contains("ct status dnat"), "{r:?}");
 
     // A QEMU killed from outside shows as down.
     let st = status_json();
@@ -115,6 +167,13 @@ fn foundation_end_to_end() {
         "{st}"
     );
     assert_eq!(vm_status(&st, "appvm")["state"], "running", "{st}");
+    assert!(
+        st["path_out"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("cut: the Tor VM is down"),
+        "{st}"
+    );
     let r = ts(&["exec", "torvm", "--", "true"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("torvm is down"), "{r:?}");
@@ -129,6 +188,7 @@ fn foundation_end_to_end() {
     );
     let st = ts_ok(&["status"]);
     assert!(st.stdout.contains("is down"), "{st:?}");
+    assert!(!host_table_loaded(), "down removes the host table");
     let r = ts(&["exec", "appvm", "--", "true"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("not up"), "{r:?}");

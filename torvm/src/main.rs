@@ -64,7 +64,6 @@ fn firewall() -> Result<(), String> {
         trans_port: tor::TRANS_PORT,
         dns_port: tor::DNS_PORT,
         tor_uid,
-        allow_ping_from_appvm: true,
     });
     let start = std::time::Instant::now();
     tails_nft::apply(&rules, std::path::Path::new("/usr/sbin/nft")).map_err(|e| e.to_string())?;

@@ -340,14 +340,14 @@ fn print_status(r: &StatusReport) {
     }
 }
 
-/// Run a command in a guest; returns the exit code to exit with.
-pub async fn exec(
+/// Run a command in a guest and return what it produced.
+async fn exec_output(
     paths: &Paths,
     vm: tails_proto::Role,
     argv: Vec<String>,
     timeout: u64,
-) -> Result<i32> {
-    use std::io::Write;
+    stdin: Vec<u8>,
+) -> Result<tails_proto::msg::ExecOutput> {
     let Some(c) = connect(paths).await else {
         bail!("tails-server is not up: run `tails-server up`");
     };
@@ -357,28 +357,81 @@ pub async fn exec(
             vm,
             argv,
             timeout_secs: timeout,
+            stdin,
         },
         |_| {},
     )
     .await?
     {
-        Reply::Exec(out) => {
-            std::io::stdout().write_all(&out.stdout)?;
-            std::io::stderr().write_all(&out.stderr)?;
-            if out.truncated {
-                eprintln!("tails-server: output was cut at 1 MiB");
-            }
-            if out.timed_out {
-                eprintln!("tails-server: command killed after {timeout} s");
-                return Ok(124);
-            }
-            Ok(match (out.exit_code, out.signal) {
-                (Some(c), _) => c,
-                (None, Some(s)) => 128 + s,
-                _ => 1,
-            })
-        }
+        Reply::Exec(out) => Ok(out),
         Reply::Error(e) => bail!("{e}"),
         other => bail!("unexpected reply {other:?}"),
     }
+}
+
+/// Largest stdin `exec --stdin` passes (it travels in one host frame).
+pub const MAX_EXEC_STDIN: usize = 160 << 10;
+
+/// Run a command in a guest; returns the exit code to exit with.
+pub async fn exec(
+    paths: &Paths,
+    vm: tails_proto::Role,
+    argv: Vec<String>,
+    timeout: u64,
+    pass_stdin: bool,
+) -> Result<i32> {
+    use std::io::{Read, Write};
+    let mut stdin = Vec::new();
+    if pass_stdin {
+        std::io::stdin()
+            .take(MAX_EXEC_STDIN as u64 + 1)
+            .read_to_end(&mut stdin)
+            .context("read stdin")?;
+        if stdin.len() > MAX_EXEC_STDIN {
+            bail!(
+                "stdin is larger than {} KiB: split it and run exec once per part",
+                MAX_EXEC_STDIN >> 10
+            );
+        }
+    }
+    let out = exec_output(paths, vm, argv, timeout, stdin).await?;
+    std::io::stdout().write_all(&out.stdout)?;
+    std::io::stderr().write_all(&out.stderr)?;
+    if out.truncated {
+        eprintln!("tails-server: output was cut at 1 MiB");
+    }
+    if out.timed_out {
+        eprintln!("tails-server: command killed after {timeout} s");
+        return Ok(124);
+    }
+    Ok(match (out.exit_code, out.signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        _ => 1,
+    })
+}
+
+/// `tails-server identity`: what the App VM sees of its machine, and a
+/// fingerprint of it.
+pub async fn identity(paths: &Paths, json: bool) -> Result<()> {
+    let argv = vec!["sh".into(), "-c".into(), crate::identity::SCRIPT.into()];
+    let out = exec_output(paths, tails_proto::Role::Appvm, argv, 60, Vec::new()).await?;
+    if out.exit_code != Some(0) || out.timed_out {
+        bail!(
+            "the identity script failed in the App VM (exit {:?}): see `tails-server exec appvm -- sh -c …`",
+            out.exit_code
+        );
+    }
+    let facts = crate::identity::parse(&out.stdout).map_err(anyhow::Error::msg)?;
+    let fp = crate::identity::fingerprint(&facts);
+    if json {
+        let v = serde_json::json!({"fingerprint": fp, "facts": facts});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (k, v) in &facts {
+            println!("{k}: {v}");
+        }
+        println!("fingerprint: {fp}");
+    }
+    Ok(())
 }

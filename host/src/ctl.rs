@@ -23,6 +23,8 @@ pub enum Request {
         vm: Role,
         argv: Vec<String>,
         timeout_secs: u64,
+        /// Bytes for the command's stdin (at most MAX_EXEC_STDIN).
+        stdin: Vec<u8>,
     },
 }
 

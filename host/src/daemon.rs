@@ -104,6 +104,7 @@ impl Daemon {
                 vm,
                 argv,
                 timeout_secs,
+                stdin,
             } => {
                 let Ok(guard) = self.stack.try_read() else {
                     self.busy(&tx);
@@ -111,7 +112,10 @@ impl Daemon {
                 };
                 match guard.as_ref() {
                     None => Reply::Error("tails-server is not up: run `tails-server up`".into()),
-                    Some(s) => match s.exec(vm, argv, Duration::from_secs(timeout_secs)).await {
+                    Some(s) => match s
+                        .exec(vm, argv, Duration::from_secs(timeout_secs), stdin)
+                        .await
+                    {
                         Ok(out) => Reply::Exec(out),
                         Err(e) => Reply::Error(e),
                     },

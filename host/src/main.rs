@@ -10,6 +10,7 @@ mod client;
 mod ctl;
 mod daemon;
 mod firewall;
+mod identity;
 mod paths;
 mod stack;
 mod vhost;
@@ -63,9 +64,19 @@ enum Cmd {
         /// Kill the command after this many seconds.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
+        /// Pass this command's stdin to the guest command (at most 160 KiB).
+        #[arg(long)]
+        stdin: bool,
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Show what the App VM can see of the machine (DMI, CPU, MACs, PCI,
+    /// disks, command line, host name, time zone) and its fingerprint.
+    Identity {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Guest images.
     Image {
@@ -285,8 +296,10 @@ fn run(cli: Cli) -> Result<i32> {
             Cmd::Exec {
                 vm,
                 timeout,
+                stdin,
                 command,
-            } => client::exec(&paths, vm, command, timeout).await,
+            } => client::exec(&paths, vm, command, timeout, stdin).await,
+            Cmd::Identity { json } => client::identity(&paths, json).await.map(|_| 0),
             Cmd::Daemon => daemon::run(paths).await.map(|_| 0),
             Cmd::Image { .. } | Cmd::Testnet { .. } | Cmd::ProbeKvm => Ok(0),
         }

@@ -487,6 +487,7 @@ impl Stack {
         role: Role,
         argv: Vec<String>,
         timeout: Duration,
+        stdin: Vec<u8>,
     ) -> Result<ExecOutput, String> {
         let m = self
             .member(role)
@@ -497,7 +498,7 @@ impl Stack {
             ));
         }
         let result = match Agent::connect(&self.paths.vsock_uds(role.name()), role).await {
-            Ok(mut agent) => agent.exec(argv, timeout, Vec::new()).await,
+            Ok(mut agent) => agent.exec(argv, timeout, stdin).await,
             Err(e) => Err(e),
         };
         result.map_err(|e| {

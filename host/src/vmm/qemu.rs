@@ -16,6 +16,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Version string of every SMBIOS table (BIOS, system, board, chassis).
+const SMBIOS_VERSION: &str = "1";
+/// BIOS date in the SMBIOS tables.
+const SMBIOS_DATE: &str = "01/01/2026";
+
 /// First descriptor number the NIC sockets get in QEMU.
 const FIRST_NIC_FD: RawFd = 3;
 const QMP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,13 +106,20 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
     }
     let id = &spec.identity;
     push(&["-uuid", &id.system_uuid]);
-    push(&[
-        "-smbios",
-        &format!(
-            "type=1,manufacturer={},product={},uuid={}",
-            id.manufacturer, id.product, id.system_uuid
+    // Every SMBIOS string the guest can read is ours: left alone, QEMU and
+    // the firmware fill in their own versions (the host's package versions).
+    let m = &id.manufacturer;
+    for table in [
+        format!("type=0,vendor={m},version={SMBIOS_VERSION},date={SMBIOS_DATE},release=1.0"),
+        format!(
+            "type=1,manufacturer={m},product={},version={SMBIOS_VERSION},serial=0,sku=0,family={m},uuid={}",
+            id.product, id.system_uuid
         ),
-    ]);
+        format!("type=2,manufacturer={m},product={},version={SMBIOS_VERSION},serial=0,asset=0", id.product),
+        format!("type=3,manufacturer={m},version={SMBIOS_VERSION},serial=0,asset=0,sku=0"),
+    ] {
+        push(&["-smbios", &table]);
+    }
     push(&["-rtc", "base=utc"]);
     push(&[
         "-sandbox",
@@ -373,5 +385,12 @@ mod tests {
             .iter()
             .any(|d| d.contains("serial=tails-appvm-root")));
         assert_eq!(after(&a, "-rtc"), ["base=utc"]);
+        // All four SMBIOS tables are ours, so no firmware or QEMU version
+        // of the host shows through.
+        let smbios = after(&a, "-smbios");
+        for t in ["type=0,", "type=1,", "type=2,", "type=3,"] {
+            assert_eq!(smbios.iter().filter(|s| s.starts_with(t)).count(), 1, "{t}");
+        }
+        assert!(smbios.iter().all(|s| s.contains("version=1")), "{smbios:?}");
     }
 }

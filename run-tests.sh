@@ -6,5 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# The leak probe runs inside the App VM: linked statically, like the agents.
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-tests --bin ts-leakprobe
 # Integration tests share one stack per machine: run them one at a time.
 cargo test --release --locked --workspace -- --test-threads=1

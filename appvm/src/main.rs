@@ -38,7 +38,10 @@ fn early_init() -> Result<(), String> {
         ("net.ipv6.conf.all.disable_ipv6", "1"),
         ("net.ipv6.conf.default.disable_ipv6", "1"),
         ("net.ipv4.ip_forward", "0"),
-    ] {
+    ]
+    .into_iter()
+    .chain(pid1::HARDENING_SYSCTLS.iter().copied())
+    {
         pid1::sysctl(k, v).map_err(|e| e.to_string())?;
     }
     nix::unistd::sethostname(HOSTNAME).map_err(|e| format!("sethostname: {e}"))?;

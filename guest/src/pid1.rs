@@ -134,6 +134,21 @@ pub fn load_modules() -> Result<usize, InitError> {
 }
 
 /// Write a sysctl value through /proc/sys.
+/// IPv4 sysctls both guests set before their links come up: ARP answered
+/// only for the asking NIC's own address, announcements from it only, strict
+/// reverse-path filtering, no ICMP redirects either way, no source routing.
+/// (`all` is what counts for these, combined with each NIC's own value.)
+pub const HARDENING_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.conf.all.arp_ignore", "1"),
+    ("net.ipv4.conf.all.arp_announce", "2"),
+    ("net.ipv4.conf.all.rp_filter", "1"),
+    ("net.ipv4.conf.all.accept_redirects", "0"),
+    ("net.ipv4.conf.all.send_redirects", "0"),
+    ("net.ipv4.conf.all.accept_source_route", "0"),
+    ("net.ipv4.conf.default.send_redirects", "0"),
+    ("net.ipv4.conf.default.accept_redirects", "0"),
+];
+
 pub fn sysctl(key: &str, value: &str) -> Result<(), InitError> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     fs::write(&path, value).map_err(io_err(&path))

@@ -101,34 +101,108 @@ fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// If a daemon died and left runtime files, stop the processes it left (only
-/// QEMU and vhost-device-vsock, checked by name) and remove the files.
-/// Returns true when something was cleaned.
-pub fn clean_stale(paths: &Paths) -> bool {
-    if !paths.runtime.exists() {
-        return false;
+/// What a daemon that died left behind.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stale {
+    /// The dead daemon's pid, from its pid file.
+    pub daemon_pid: Option<u32>,
+    /// Its processes still running (QEMU, vhost-device-vsock): `name pid`.
+    pub processes: Vec<String>,
+    /// The host table is still loaded (so those processes stay fenced in).
+    pub host_firewall: bool,
+}
+
+impl Stale {
+    /// One line: what was found.
+    pub fn describe(&self) -> String {
+        let who = match self.daemon_pid {
+            Some(p) => format!("the daemon (pid {p}) died"),
+            None => "a daemon died".into(),
+        };
+        let procs = if self.processes.is_empty() {
+            "no process of its stack still runs".to_string()
+        } else {
+            format!("still running: {}", self.processes.join(", "))
+        };
+        let fw = if self.host_firewall {
+            format!(
+                "the host firewall (table {}) stayed loaded",
+                crate::firewall::table_name()
+            )
+        } else {
+            "the host firewall is not loaded".into()
+        };
+        format!("{who}; {procs}; {fw}")
     }
+}
+
+/// The live processes a dead daemon's state file names (only QEMU and
+/// vhost-device-vsock, checked by name: a pid may have been reused).
+fn stale_processes(paths: &Paths) -> Vec<(u32, String)> {
+    let Ok(j) = std::fs::read(paths.state_file()) else {
+        return Vec::new();
+    };
+    let Ok(st) = serde_json::from_slice::<crate::stack::StateFile>(&j) else {
+        return Vec::new();
+    };
+    st.pids
+        .into_iter()
+        .filter(|p| pid_alive(*p))
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim().to_string();
+            (comm.starts_with("qemu-system") || comm.starts_with("vhost-device"))
+                .then_some((pid, comm))
+        })
+        .collect()
+}
+
+/// What a dead daemon left, if it left anything (runtime files or the host
+/// table); `None` while a daemon runs or when all is clean. Changes nothing.
+pub fn find_stale(paths: &Paths) -> Option<Stale> {
     let daemon = std::fs::read_to_string(paths.daemon_pid())
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
     if daemon.is_some_and(pid_alive) {
-        return false;
+        return None;
     }
-    if let Ok(j) = std::fs::read(paths.state_file()) {
-        if let Ok(st) = serde_json::from_slice::<crate::stack::StateFile>(&j) {
-            for pid in st.pids {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                if comm.starts_with("qemu-system") || comm.starts_with("vhost-device") {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
+    let host_firewall = crate::firewall::status(&crate::firewall::nft()).present;
+    if !paths.runtime.exists() && !host_firewall {
+        return None;
+    }
+    Some(Stale {
+        daemon_pid: daemon,
+        processes: stale_processes(paths)
+            .into_iter()
+            .map(|(pid, name)| format!("{name} (pid {pid})"))
+            .collect(),
+        host_firewall,
+    })
+}
+
+/// If a daemon died, stop the processes it left, then remove the host table
+/// and the runtime files; returns what was found.
+pub fn clean_stale(paths: &Paths) -> Option<Stale> {
+    let found = find_stale(paths)?;
+    let procs = stale_processes(paths);
+    for (pid, _) in &procs {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // The table goes only once its processes are gone.
+    let start = Instant::now();
+    while procs.iter().any(|(p, _)| pid_alive(*p)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if procs.iter().all(|(p, _)| !pid_alive(*p)) {
+        if let Err(e) = crate::firewall::remove(&crate::firewall::nft()) {
+            eprintln!("tails-server: cannot remove the host firewall: {e}");
         }
     }
     crate::stack::remove_runtime(paths);
-    true
+    Some(found)
 }
 
 /// Start the daemon detached, its output in the daemon log, and wait for its socket.
@@ -194,8 +268,11 @@ pub async fn up(paths: &Paths, network: crate::ctl::Network, bridges: Vec<String
     let conn = match connect(paths).await {
         Some(c) => c,
         None => {
-            if clean_stale(paths) {
-                eprintln!("cleaned up after a daemon that had died");
+            if let Some(st) = clean_stale(paths) {
+                eprintln!(
+                    "found what a dead daemon left ({}); stopped it all and starting afresh",
+                    st.describe()
+                );
             }
             spawn_daemon(paths).await?
         }
@@ -262,8 +339,11 @@ pub async fn down(paths: &Paths) -> Result<()> {
             other => bail!("unexpected reply {other:?}"),
         },
         None => {
-            if clean_stale(paths) {
-                println!("tails-server is down (cleaned up after a daemon that had died)");
+            if let Some(st) = clean_stale(paths) {
+                println!(
+                    "tails-server is down (cleaned up after a dead daemon: {}; all stopped and removed)",
+                    st.describe()
+                );
             } else {
                 println!("tails-server is already down");
             }
@@ -274,14 +354,17 @@ pub async fn down(paths: &Paths) -> Result<()> {
 
 pub async fn status(paths: &Paths, json: bool) -> Result<()> {
     let Some(c) = connect(paths).await else {
-        let stale = paths.runtime.exists();
+        let stale = find_stale(paths);
         if json {
             println!(
                 "{}",
-                serde_json::json!({"up": false, "stale_runtime_files": stale})
+                serde_json::json!({"up": false, "stale_runtime_files": paths.runtime.exists(), "left_behind": stale})
             );
-        } else if stale {
-            println!("tails-server is down, but a dead daemon left runtime files: run `tails-server down` to clean up");
+        } else if let Some(st) = stale {
+            println!(
+                "tails-server is down, but {}: run `tails-server down` to clean up",
+                st.describe()
+            );
         } else {
             println!("tails-server is down");
         }

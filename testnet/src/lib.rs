@@ -186,6 +186,29 @@ pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
     }
 }
 
+/// The ports relays listen on, on the outside address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayPorts {
+    /// ORPorts of every relay (authorities included), sorted.
+    pub or: Vec<u16>,
+    /// DirPorts, sorted.
+    pub dir: Vec<u16>,
+}
+
+/// The OR and Dir ports of the running testnet: the only ports a tor
+/// joining it talks to.
+pub fn relay_ports(cfg: &Config) -> Result<RelayPorts, TestnetError> {
+    let st = match State::load(&cfg.state_dir)? {
+        Some(st) if is_running(&st) => st,
+        _ => return Err(TestnetError::NotUp),
+    };
+    let mut or: Vec<u16> = st.nodes.iter().filter_map(|n| n.or_port).collect();
+    let mut dir: Vec<u16> = st.nodes.iter().filter_map(|n| n.dir_port).collect();
+    or.sort_unstable();
+    dir.sort_unstable();
+    Ok(RelayPorts { or, dir })
+}
+
 /// The subnet between the host and the outside namespace (`10.100.0.0/24`):
 /// the upstream a Tor VM joining the testnet must be allowed to reach.
 pub fn subnet(cfg: &Config) -> Result<String, TestnetError> {
@@ -391,6 +414,7 @@ fn start(
 
     let params = NetParams {
         outside: net.outside,
+        host: net.host,
         subnet: net.subnet(),
         state_dir: dir.clone(),
     };

@@ -95,7 +95,10 @@ impl Net {
     }
 
     pub fn veth_exists(&self) -> bool {
-        Path::new("/sys/class/net").join(&self.veth_host).exists()
+        // /proc/sys/net shows the caller's network namespace (/sys may not).
+        Path::new("/proc/sys/net/ipv4/conf")
+            .join(&self.veth_host)
+            .exists()
     }
 
     fn ip(&self, args: &[&str]) -> Result<String, TestnetError> {

@@ -66,6 +66,9 @@ pub(crate) struct Node {
 pub(crate) struct NetParams {
     /// The address every node listens on (10.100.0.2).
     pub outside: Ipv4Addr,
+    /// The host's end of the veth (10.100.0.1): the machine a Tails Server
+    /// stack runs on, which the exit must not connect back to.
+    pub host: Ipv4Addr,
     /// The subnet the exit may connect to (10.100.0.0/24).
     pub subnet: String,
     /// The state directory: data dirs, torrcs and resolv.conf live there.
@@ -290,6 +293,12 @@ pub(crate) fn torrc(
                 // *:*" sums up to "reject 1-65535": no exit at all). What
                 // the exit can really reach is bounded by its namespace:
                 // the only route there is the outside subnet.
+                //
+                // The host's own address is rejected first: an exit
+                // connecting back to the machine would cross the veth, which
+                // the leak tests watch for packets that are not the stack's
+                // tor talking to relays.
+                line(&mut s, format!("ExitPolicy reject {}:*", net.host));
                 line(&mut s, format!("ExitPolicy accept {}:*", net.subnet));
                 line(&mut s, "ExitPolicy reject private:*");
                 line(&mut s, "ExitPolicy accept *:*");
@@ -336,6 +345,7 @@ mod tests {
     fn net() -> NetParams {
         NetParams {
             outside: Ipv4Addr::new(10, 100, 0, 2),
+            host: Ipv4Addr::new(10, 100, 0, 1),
             subnet: "10.100.0.0/24".into(),
             state_dir: PathBuf::from("/run/tails-server-testnet"),
         }
@@ -464,6 +474,7 @@ mod tests {
                 assert_eq!(
                     policy,
                     [
+                        "ExitPolicy reject 10.100.0.1:*",
                         "ExitPolicy accept 10.100.0.0/24:*",
                         "ExitPolicy reject private:*",
                         "ExitPolicy accept *:*"

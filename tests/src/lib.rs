@@ -1,6 +1,8 @@
 //! Harness for the integration tests: runs the installed `tails-server` (the
 //! one `./setup.sh` built from this checkout) and inspects the host.
 
+pub mod leak;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -45,6 +45,12 @@ fn early_init() -> Result<(), String> {
     pid1::sysctl("net.ipv6.conf.all.disable_ipv6", "1").map_err(|e| e.to_string())?;
     pid1::sysctl("net.ipv6.conf.default.disable_ipv6", "1").map_err(|e| e.to_string())?;
     pid1::sysctl("net.ipv4.ip_forward", "0").map_err(|e| e.to_string())?;
+    // Answer ARP only for the address of the NIC asked on (the App VM must
+    // not learn the uplink's address), no redirects, no source routes, and
+    // strict reverse-path filtering (no spoofed sources).
+    for (k, v) in tails_guest::pid1::HARDENING_SYSCTLS {
+        pid1::sysctl(k, v).map_err(|e| e.to_string())?;
+    }
     firewall()
 }
 

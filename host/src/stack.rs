@@ -213,6 +213,29 @@ fn spec(
     }
 }
 
+/// Has `role`'s agent said on the console that it listens on vsock?
+///
+/// A timing hint only, never trusted for anything else: dialing before the
+/// guest's vsock driver has set up its queues can hit a window in which
+/// vhost-device-vsock 0.3.0's worker for that VM fails (a host connection
+/// that arrives after the guest memory is mapped but before the TX queue is
+/// ready ends the worker with IterateQueue) and the VM's vsock never answers
+/// again. The agent logs its line after the driver is up. A guest that
+/// prints it early only hurts itself. At most the first 4 MiB are read.
+fn agent_announced(console_log: &Path, role: Role) -> bool {
+    use std::io::Read;
+    const MAX: u64 = 4 << 20;
+    let marker = format!("{} agent listening on vsock", role.name());
+    let mut buf = Vec::new();
+    let read = std::fs::File::open(console_log).and_then(|f| f.take(MAX).read_to_end(&mut buf));
+    match read {
+        // A console that filled 4 MiB without the line: dial anyway.
+        Ok(n) if n as u64 >= MAX => true,
+        Ok(_) => buf.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        Err(_) => false,
+    }
+}
+
 async fn wait_ready(
     paths: &Paths,
     role: Role,
@@ -221,34 +244,33 @@ async fn wait_ready(
 ) -> Result<Agent, UpError> {
     let start = Instant::now();
     let uds = paths.vsock_uds(role.name());
-    let log = paths.console_log(role.name()).display().to_string();
-    let mut last: String;
+    let console = paths.console_log(role.name());
+    let log = console.display().to_string();
+    let fail = |reason: String| UpError::VmFailed {
+        vm: role,
+        reason,
+        log: log.clone(),
+    };
+    let mut last = "the agent has not announced itself on the console".to_string();
     loop {
         if let Some(how) = vm.exited() {
-            return Err(UpError::VmFailed {
-                vm: role,
-                reason: format!("QEMU {how}"),
-                log,
-            });
+            return Err(fail(format!("QEMU {how}")));
         }
-        match Agent::connect(&uds, role).await {
-            Ok(a) => return Ok(a),
-            // A guest claiming another role is hostile or broken: stop at once.
-            Err(e @ crate::agent::AgentError::WrongRole { .. }) => {
-                return Err(UpError::VmFailed {
-                    vm: role,
-                    reason: e.to_string(),
-                    log,
-                })
+        if agent_announced(&console, role) {
+            match Agent::connect(&uds, role).await {
+                Ok(a) => return Ok(a),
+                // A guest claiming another role is hostile or broken: stop at once.
+                Err(e @ crate::agent::AgentError::WrongRole { .. }) => {
+                    return Err(fail(e.to_string()))
+                }
+                Err(e) => last = e.to_string(),
             }
-            Err(e) => last = e.to_string(),
         }
         if start.elapsed() > deadline {
-            return Err(UpError::VmFailed {
-                vm: role,
-                reason: format!("no agent after {} s ({last})", deadline.as_secs()),
-                log,
-            });
+            return Err(fail(format!(
+                "no agent after {} s ({last})",
+                deadline.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

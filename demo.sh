@@ -15,9 +15,10 @@ $ts testnet up
 $ts testnet status
 $ts up --network local
 $ts status
-echo "--- the App VM's fixed identity, seen from inside:"
-$ts exec appvm -- ip -o link show
-$ts exec appvm -- ip -o -4 addr show
+echo "--- the App VM's fixed identity, seen from inside (the same on every machine):"
+$ts identity | grep -E '^(net|dmi.product_name|dmi.product_uuid|cpu.model_name|disk|host.name|time.zone|fingerprint)'
+echo "--- the host's firewall table (the Tor VM's QEMU: TCP only, to the testnet; the App VM's: nothing):"
+nft list table inet tails_server
 echo "--- the App VM fetches a page from the outside, through Tor only:"
 $ts exec appvm --timeout 120 -- curl -sS --max-time 100 http://outside.test:8080/
 echo "--- who the outside server saw (a relay of the testnet, never this host):"

@@ -135,7 +135,12 @@ pub fn ruleset(p: &Params) -> Nftables<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{m, meta, payload};
     use serde_json::{json, Value};
+
+    fn rules(v: &Value, chain: &str) -> Vec<Vec<Value>> {
+        crate::testutil::rules(v, TABLE, chain)
+    }
 
     fn params(ports: &[u16]) -> Params<'static> {
         Params {
@@ -147,43 +152,10 @@ mod tests {
         }
     }
 
-    fn rules(v: &Value, chain: &str) -> Vec<Vec<Value>> {
-        v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|o| o["add"].get("rule"))
-            .filter(|r| r["chain"] == chain)
-            .map(|r| {
-                assert_eq!(r["table"], TABLE);
-                r["expr"].as_array().unwrap().clone()
-            })
-            .collect()
-    }
-
-    fn m(left: Value, op: &str, right: Value) -> Value {
-        json!({"match": {"left": left, "right": right, "op": op}})
-    }
-    fn meta(key: &str, right: Value) -> Value {
-        m(json!({"meta": {"key": key}}), "==", right)
-    }
-    fn payload(proto: &str, field: &str, right: Value) -> Value {
-        m(
-            json!({"payload": {"protocol": proto, "field": field}}),
-            "==",
-            right,
-        )
-    }
-
     #[test]
     fn policies_drop_everywhere() {
         let v = serde_json::to_value(ruleset(&params(&[]))).unwrap();
-        let chains: Vec<_> = v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|o| o["add"].get("chain"))
-            .collect();
+        let chains = crate::testutil::chains(&v);
         assert_eq!(chains.len(), 3);
         for c in chains {
             assert_eq!(c["policy"], "drop", "{c}");

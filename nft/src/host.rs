@@ -200,7 +200,12 @@ pub fn ruleset(p: &Params) -> Nftables<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::m;
     use serde_json::{json, Value};
+
+    fn rules(v: &Value, chain: &str) -> Vec<Vec<Value>> {
+        crate::testutil::rules(v, TABLE, chain)
+    }
 
     fn params() -> Params {
         Params {
@@ -208,25 +213,6 @@ mod tests {
             no_inet_uids: vec![991, 989],
             upstreams: vec!["10.100.0.0/24".parse().unwrap()],
         }
-    }
-
-    fn rules(v: &Value, chain: &str) -> Vec<Vec<Value>> {
-        v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|o| o["add"].get("rule"))
-            .filter(|r| r["chain"] == chain)
-            .map(|r| {
-                assert_eq!(r["table"], TABLE);
-                assert_eq!(r["family"], "inet");
-                r["expr"].as_array().unwrap().clone()
-            })
-            .collect()
-    }
-
-    fn m(left: Value, op: &str, right: Value) -> Value {
-        json!({"match": {"left": left, "right": right, "op": op}})
     }
 
     #[test]
@@ -254,12 +240,7 @@ mod tests {
     #[test]
     fn output_chain_accepts_by_default_and_judges_only_our_users() {
         let v = serde_json::to_value(ruleset(&params())).unwrap();
-        let chains: Vec<_> = v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|o| o["add"].get("chain"))
-            .collect();
+        let chains = crate::testutil::chains(&v);
         assert_eq!(chains.len(), 2);
         assert_eq!(chains[0]["name"], "output");
         assert_eq!(chains[0]["hook"], "output");

@@ -23,6 +23,8 @@ pub use nftables::types::NfFamily;
 pub mod appvm;
 mod dsl;
 pub mod host;
+#[cfg(test)]
+mod testutil;
 pub mod torvm;
 
 /// The host table every rule of ours lives in (and the only one we read back).

@@ -142,3 +142,15 @@ pub fn host_table_loaded() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// Stop whatever stack runs and insist that nothing is left of it (no
+/// process, no runtime directory, no host table).
+pub fn clean_start(runtime: &Path) {
+    let _ = ts(&["down"]);
+    assert!(
+        leftovers(runtime).is_empty(),
+        "not clean before the test: {:?}",
+        leftovers(runtime)
+    );
+    assert!(!host_table_loaded(), "a host table is left from before");
+}

@@ -96,9 +96,17 @@ fn stale_runtime_is_reported_and_cleaned() {
     let _ = std::fs::remove_file(&sock);
     drop(UnixListener::bind(&sock).expect("bind"));
     let r = ts_ok(&["status"]);
-    assert!(r.stdout.contains("dead daemon left runtime files"), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("the daemon (pid {dead}) died"))
+            && r.stdout.contains("run `tails-server down` to clean up"),
+        "{r:?}"
+    );
+    let r = ts_ok(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["up"], false, "{v}");
+    assert_eq!(v["left_behind"]["daemon_pid"], dead, "{v}");
     let r = ts_ok(&["down"]);
-    assert!(r.stdout.contains("cleaned up"), "{r:?}");
+    assert!(r.stdout.contains("cleaned up after a dead daemon"), "{r:?}");
     assert!(
         leftovers(Path::new(RUNTIME)).is_empty(),
         "{:?}",

@@ -8,12 +8,7 @@ use tails_tests::*;
 const RUNTIME: &str = "/run/tails-server";
 
 fn clean_start() {
-    let _ = ts(&["down"]);
-    assert!(
-        leftovers(Path::new(RUNTIME)).is_empty(),
-        "not clean before the test: {:?}",
-        leftovers(Path::new(RUNTIME))
-    );
+    tails_tests::clean_start(Path::new(RUNTIME));
 }
 
 #[test]

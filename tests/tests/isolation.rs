@@ -10,13 +10,7 @@ use tails_tests::*;
 const RUNTIME: &str = "/run/tails-server";
 
 fn clean_start() {
-    let _ = ts(&["down"]);
-    assert!(
-        leftovers(Path::new(RUNTIME)).is_empty(),
-        "not clean before the test: {:?}",
-        leftovers(Path::new(RUNTIME))
-    );
-    assert!(!host_table_loaded(), "a host table is left from before");
+    tails_tests::clean_start(Path::new(RUNTIME));
 }
 
 /// Run a shell script with the binary under test as `$TS`.

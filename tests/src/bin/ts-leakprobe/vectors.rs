@@ -459,48 +459,19 @@ fn source_route(ctx: &Ctx) -> Outcome {
         &e,
     );
     let deadline = ctx.deadline();
-    let mut attempts = Vec::new();
     let lu = format!("{what} udp :9999");
     let li = format!("{what} icmp echo");
     let su = send_hdrincl(&lu, &p_udp, c.gateway, deadline).err();
     let si = send_hdrincl(&li, &p_icmp, c.gateway, deadline).err();
-    let hits = sn.watch(deadline, false, |p| {
-        if let Some(t) = match_echo(p, eid) {
-            return Some(format!("[icmp] {t}"));
-        }
-        if p.proto == pk::PROTO_UDP {
-            let (sp, dp) = pk::ports(p.payload)?;
-            if dp == sport && sp == 9999 {
-                return Some(format!("[udp] reply from {}", p.src));
-            }
-        }
-        if p.proto == pk::PROTO_ICMP {
-            let e = pk::parse_icmp_error(p.payload)?;
-            let (sp, _) = pk::ports(e.quoted.payload)?;
-            if e.quoted.proto == pk::PROTO_UDP && sp == sport {
-                return Some(format!(
-                    "[udp] {} from {}",
-                    pk::icmp_name(e.typ, e.code),
-                    p.src
-                ));
-            }
-        }
-        None
-    });
-    for (lbl, tag, err) in [(&lu, "[udp]", su), (&li, "[icmp]", si)] {
-        match err {
-            Some(a) => attempts.push(a),
-            None => {
-                let mine = hits
-                    .iter()
-                    .filter(|(_, t)| t.starts_with(tag))
-                    .cloned()
-                    .collect();
-                attempts.push(judge_hits(lbl, mine, ctx));
-            }
-        }
-    }
-    combine(attempts)
+    combine(judge_udp_and_echo(
+        ctx,
+        &sn,
+        deadline,
+        sport,
+        eid,
+        (&lu, su),
+        (&li, si),
+    ))
 }
 
 /// Gratuitous ARP replies claiming the gateway's IP for our MAC (broadcast
@@ -797,6 +768,29 @@ fn gateway_as_router(ctx: &Ctx) -> Outcome {
         deadline,
     )
     .err();
+    combine(judge_udp_and_echo(
+        ctx,
+        &sn,
+        deadline,
+        sport,
+        eid,
+        (&lu, su),
+        (&li, si),
+    ))
+}
+
+/// Watches `sn` until `deadline` for what answers the caller's two sends, a
+/// UDP datagram from `sport` to port 9999 and an ICMP echo with id `eid`, and
+/// judges each: its send error if it had one, else what came back.
+fn judge_udp_and_echo(
+    ctx: &Ctx,
+    sn: &Sniffer,
+    deadline: Instant,
+    sport: u16,
+    eid: u16,
+    udp: (&str, Option<Attempt>),
+    icmp: (&str, Option<Attempt>),
+) -> Vec<Attempt> {
     let hits = sn.watch(deadline, false, |p| {
         if let Some(t) = match_echo(p, eid) {
             return Some(format!("[icmp] {t}"));
@@ -821,7 +815,7 @@ fn gateway_as_router(ctx: &Ctx) -> Outcome {
         None
     });
     let mut attempts = Vec::new();
-    for (lbl, tag, err) in [(&lu, "[udp]", su), (&li, "[icmp]", si)] {
+    for ((lbl, err), tag) in [(udp, "[udp]"), (icmp, "[icmp]")] {
         match err {
             Some(a) => attempts.push(a),
             None => {
@@ -834,7 +828,7 @@ fn gateway_as_router(ctx: &Ctx) -> Outcome {
             }
         }
     }
-    combine(attempts)
+    attempts
 }
 
 // ------------------------------------------------ interface-changing vectors

@@ -10,4 +10,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-tests --bin ts-leakprobe
 # Integration tests share one stack per machine: run them one at a time.
-cargo test --release --locked --workspace -- --test-threads=1
+cargo test --release --locked --workspace -- --test-threads=1 --skip nothing_bypasses_tor
+# The leak test suite last, with its report shown (vectors tried, frames
+# captured, packets leaked, what the anti-tests detected).
+cargo test --release --locked -p tails-tests --test leaks -- --test-threads=1 --nocapture

@@ -112,6 +112,67 @@ pub struct TorProgress {
     pub running: bool,
 }
 
+/// Tor VM: publish an onion service with a key the host holds.
+///
+/// `Debug` leaves the key out: it is a secret and must never reach a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnionPublish {
+    /// The service's secret key as tor's `ADD_ONION` takes it
+    /// (`ED25519-V3:<base64 of the 64-byte expanded key>`).
+    pub key: String,
+    /// The port the onion service offers.
+    pub virtual_port: u16,
+    /// Where tor forwards it: the App VM's service (10.1.2.3:<target>).
+    pub target_port: u16,
+    /// Authorized clients' x25519 public keys, base32 (empty: no client
+    /// authorization).
+    pub client_auth: Vec<String>,
+    /// How long to wait for the first descriptor upload.
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for OnionPublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnionPublish")
+            .field("key", &"<secret>")
+            .field("virtual_port", &self.virtual_port)
+            .field("target_port", &self.target_port)
+            .field("client_auth", &self.client_auth.len())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// One file the App VM agent writes before starting a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// Absolute path in the App VM.
+    pub path: String,
+    /// Permission bits (e.g. 0o640).
+    pub mode: u32,
+    #[serde(with = "b64")]
+    pub contents: Vec<u8>,
+}
+
+/// App VM: start one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStart {
+    /// The catalog name (`nginx`).
+    pub name: String,
+    /// The command (absolute path first).
+    pub argv: Vec<String>,
+    /// The user it runs as.
+    pub user: String,
+    /// Configuration files written first.
+    pub files: Vec<ServiceFile>,
+    /// The TCP port it listens on: opened in the App VM's firewall for the
+    /// Tor VM only, and awaited before the reply.
+    pub port: u16,
+}
+
 /// Host → guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +185,17 @@ pub enum HostMsg {
     StartTor(TorConfig),
     /// Tor VM only: report tor's bootstrap state.
     TorStatus,
+    /// Tor VM only: publish an onion service; answered once its descriptor
+    /// is uploaded (or the timeout passed).
+    PublishOnion(OnionPublish),
+    /// Tor VM only: take an onion service down (56-character service id).
+    RemoveOnion { service_id: String },
+    /// App VM only: write the files, open the port, start the service.
+    StartService(ServiceStart),
+    /// App VM only: stop a service and close its port.
+    StopService { name: String },
+    /// App VM only: is this service running?
+    ServiceState { name: String },
 }
 
 /// Guest → host.
@@ -142,6 +214,18 @@ pub enum GuestMsg {
     PoweringOff,
     TorStarted,
     Tor(TorProgress),
+    /// The onion service is up: tor's service id (the host checks it against
+    /// the address it computed) and how many descriptor uploads tor reported.
+    OnionPublished {
+        service_id: String,
+        uploads: u32,
+    },
+    OnionRemoved,
+    /// A service's state after StartService, StopService or ServiceState.
+    Service {
+        name: String,
+        running: bool,
+    },
     Error {
         message: String,
     },

@@ -8,6 +8,8 @@
 //! neighbour table), loads its firewall (see [`tails_nft::appvm`]) before
 //! the link comes up, and serves the host on vsock.
 
+mod services;
+
 use nix::mount::MsFlags;
 use tails_guest::{log, net, pid1};
 use tails_proto::Role;
@@ -52,21 +54,26 @@ fn early_init() -> Result<(), String> {
 /// an error here powers the VM off). No service ports yet: nothing may
 /// connect in.
 fn firewall() -> Result<(), String> {
+    let start = std::time::Instant::now();
+    apply_firewall(Vec::new())?;
+    log(format!(
+        "firewall loaded in {:.2} s",
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// (Re)load the App VM's table with `service_ports` open to the Tor VM.
+fn apply_firewall(service_ports: Vec<u16>) -> Result<(), String> {
     let iface = net::iface_by_mac(NET.mac).map_err(|e| e.to_string())?.0;
     let rules = tails_nft::appvm::ruleset(&tails_nft::appvm::Params {
         iface: &iface,
         addr: NET.addr,
         prefix: NET.prefix,
         gateway: GATEWAY,
-        service_ports: Vec::new(),
+        service_ports,
     });
-    let start = std::time::Instant::now();
-    tails_nft::apply(&rules, std::path::Path::new(NFT)).map_err(|e| e.to_string())?;
-    log(format!(
-        "firewall loaded in {:.2} s ({iface})",
-        start.elapsed().as_secs_f64()
-    ));
-    Ok(())
+    tails_nft::apply(&rules, std::path::Path::new(NFT)).map_err(|e| e.to_string())
 }
 
 /// squashfs (read-only) + tmpfs (writable, amnesic) = overlay at /newroot.
@@ -102,6 +109,11 @@ fn main() {
         Role::Appvm,
         early_init,
         &[NET],
-        std::sync::Arc::new(tails_guest::server::NoExtension(Role::Appvm)),
+        std::sync::Arc::new(services::Services::new(
+            services::Firewall {
+                apply: Box::new(apply_firewall),
+            },
+            NET.addr,
+        )),
     )
 }

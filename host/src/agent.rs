@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 use tails_proto::msg::{
-    ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, TorConfig, TorProgress, AGENT_PORT,
-    MAX_GUEST_FRAME, MAX_HOST_FRAME,
+    ExecOutput, ExecRequest, GuestMsg, HostMsg, OnionPublish, Role, TorConfig, TorProgress,
+    AGENT_PORT, MAX_GUEST_FRAME, MAX_HOST_FRAME,
 };
 use tails_proto::{read_frame, write_frame, FrameError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +18,8 @@ use tokio::net::UnixStream;
 
 const HANDSHAKE: Duration = Duration::from_secs(5);
 const REPLY: Duration = Duration::from_secs(10);
+/// A service start waits for the service to listen (a slow start under TCG).
+const SERVICE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -162,6 +164,41 @@ impl Agent {
         }
     }
 
+    /// Tor VM: publish an onion service; returns tor's service id (only for
+    /// the caller to compare with the address it computed) and the number of
+    /// descriptor uploads. The guest may take the request's timeout plus a
+    /// margin, no longer.
+    pub async fn publish_onion(&mut self, req: OnionPublish) -> Result<(String, u32), AgentError> {
+        let deadline = Duration::from_millis(req.timeout_ms) + REPLY;
+        match self.call(&HostMsg::PublishOnion(req), deadline).await? {
+            GuestMsg::OnionPublished {
+                service_id,
+                uploads,
+            } => Ok((printable(&service_id, 64), uploads)),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
+    /// Tor VM: take an onion service down.
+    pub async fn remove_onion(&mut self, service_id: &str) -> Result<(), AgentError> {
+        let msg = HostMsg::RemoveOnion {
+            service_id: service_id.to_owned(),
+        };
+        match self.call(&msg, REPLY).await? {
+            GuestMsg::OnionRemoved => Ok(()),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
+    /// App VM: start, stop or query a service; whether it runs. Only the
+    /// `running` flag of the answer is used; the name must be the one asked.
+    pub async fn service(&mut self, msg: HostMsg, name: &str) -> Result<bool, AgentError> {
+        match self.call(&msg, SERVICE).await? {
+            GuestMsg::Service { name: n, running } if n == name => Ok(running),
+            other => Err(AgentError::Unexpected(kind(&other).into())),
+        }
+    }
+
     /// Order a power-off; Ok once the agent acknowledged.
     pub async fn power_off(&mut self) -> Result<(), AgentError> {
         match self.call(&HostMsg::PowerOff, REPLY).await? {
@@ -195,6 +232,9 @@ fn kind(m: &GuestMsg) -> &'static str {
         GuestMsg::PoweringOff => "PoweringOff",
         GuestMsg::TorStarted => "TorStarted",
         GuestMsg::Tor(_) => "Tor",
+        GuestMsg::OnionPublished { .. } => "OnionPublished",
+        GuestMsg::OnionRemoved => "OnionRemoved",
+        GuestMsg::Service { .. } => "Service",
         GuestMsg::Error { .. } => "Error",
     }
 }

@@ -121,6 +121,9 @@ pub struct OnionPublish {
     /// The service's secret key as tor's `ADD_ONION` takes it
     /// (`ED25519-V3:<base64 of the 64-byte expanded key>`).
     pub key: String,
+    /// The service id the host computed from the key (56 base32 characters,
+    /// no `.onion`): an existing service with it is replaced.
+    pub service_id: String,
     /// The port the onion service offers.
     pub virtual_port: u16,
     /// Where tor forwards it: the App VM's service (10.1.2.3:<target>).
@@ -136,6 +139,7 @@ impl std::fmt::Debug for OnionPublish {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnionPublish")
             .field("key", &"<secret>")
+            .field("service_id", &self.service_id)
             .field("virtual_port", &self.virtual_port)
             .field("target_port", &self.target_port)
             .field("client_auth", &self.client_auth.len())
@@ -189,13 +193,19 @@ pub enum HostMsg {
     /// is uploaded (or the timeout passed).
     PublishOnion(OnionPublish),
     /// Tor VM only: take an onion service down (56-character service id).
-    RemoveOnion { service_id: String },
+    RemoveOnion {
+        service_id: String,
+    },
     /// App VM only: write the files, open the port, start the service.
     StartService(ServiceStart),
     /// App VM only: stop a service and close its port.
-    StopService { name: String },
+    StopService {
+        name: String,
+    },
     /// App VM only: is this service running?
-    ServiceState { name: String },
+    ServiceState {
+        name: String,
+    },
 }
 
 /// Guest → host.

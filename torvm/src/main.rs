@@ -6,6 +6,8 @@
 //! host's order it starts tor (see [`tor`]); it is the only process that
 //! talks to tor's control socket.
 
+mod control;
+mod onion;
 mod tor;
 
 use std::net::Ipv4Addr;

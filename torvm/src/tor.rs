@@ -7,23 +7,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 use tails_guest::log;
 use tails_proto::msg::{GuestMsg, HostMsg, TorConfig, TorNetwork, TorProgress};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
 
 pub const TRANS_PORT: u16 = 9040;
 pub const DNS_PORT: u16 = 5353;
-const CONTROL_SOCKET: &str = "/run/tor/control";
-const COOKIE: &str = "/run/tor/control.authcookie";
+use crate::control::{CONTROL_SOCKET, COOKIE};
 const TORRC: &str = "/etc/tor/torrc";
 const TOR: &str = "/usr/sbin/tor";
 /// A torrc option line from the host: one line, bounded.
 const MAX_OPTION: usize = 1024;
-/// A control-port reply line longer than this ends the exchange.
-const MAX_REPLY_LINE: usize = 4096;
 
 /// The torrc for `cfg`; refuses option lines that could smuggle a second line.
 pub fn torrc(cfg: &TorConfig, listen: std::net::Ipv4Addr) -> Result<String, String> {
@@ -82,48 +77,12 @@ pub fn parse_bootstrap(line: &str) -> Option<(u8, String)> {
     Some((progress, summary))
 }
 
-/// One line from tor's control socket, bounded.
-async fn read_line(r: &mut BufReader<UnixStream>) -> Result<String, String> {
-    let mut line = Vec::new();
-    let n = (&mut *r)
-        .take(MAX_REPLY_LINE as u64)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    if n == 0 || !line.ends_with(b"\n") {
-        return Err("control socket closed or line too long".into());
-    }
-    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
-}
-
 /// Ask tor for its bootstrap phase over the control socket.
 async fn query_bootstrap() -> Result<(u8, String), String> {
-    let fut = async {
-        let cookie = tokio::fs::read(COOKIE)
-            .await
-            .map_err(|e| format!("{COOKIE}: {e}"))?;
-        let hex: String = cookie.iter().map(|b| format!("{b:02X}")).collect();
-        let s = UnixStream::connect(CONTROL_SOCKET)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut r = BufReader::new(s);
-        r.get_mut()
-            .write_all(
-                format!("AUTHENTICATE {hex}\r\nGETINFO status/bootstrap-phase\r\nQUIT\r\n")
-                    .as_bytes(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let auth = read_line(&mut r).await?;
-        if !auth.starts_with("250") {
-            return Err(format!("control authentication refused: {auth}"));
-        }
-        let line = read_line(&mut r).await?;
-        parse_bootstrap(&line).ok_or_else(|| format!("unexpected reply: {line}"))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .map_err(|_| "control socket timed out".to_owned())?
+    let mut c = crate::control::Control::connect().await?;
+    let r = c.command("GETINFO status/bootstrap-phase").await?;
+    let line = r.lines.first().map(String::as_str).unwrap_or("");
+    parse_bootstrap(line).ok_or_else(|| format!("unexpected reply: {line}"))
 }
 
 /// The Tor VM's own requests: start tor, report its bootstrap.
@@ -259,6 +218,8 @@ impl tails_guest::server::Extension for Tor {
             match msg {
                 HostMsg::StartTor(cfg) => self.start(cfg).await,
                 HostMsg::TorStatus => self.status().await,
+                HostMsg::PublishOnion(req) => crate::onion::publish(req).await,
+                HostMsg::RemoveOnion { service_id } => crate::onion::remove(service_id).await,
                 _ => GuestMsg::Error {
                     message: "not a Tor VM request".into(),
                 },

@@ -1,0 +1,331 @@
+//! The App VM's services, on the host's order: write their configuration,
+//! open their port to the Tor VM (and only to it) in the App VM's firewall,
+//! start them as their user, and wait until they listen; stop them and close
+//! the port again.
+//!
+//! A service's output goes to the console (the host's console log of the
+//! App VM), one line at a time, prefixed with its name.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tails_guest::{log, pid1};
+use tails_proto::msg::{GuestMsg, HostMsg, ServiceFile, ServiceStart};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex;
+
+/// How long a service may take to listen on its port.
+const LISTEN: Duration = Duration::from_secs(40);
+/// How long a stopping service gets after SIGTERM.
+const STOP: Duration = Duration::from_secs(5);
+
+/// What the firewall needs to be re-applied with the open ports.
+pub struct Firewall {
+    pub apply: Box<dyn Fn(Vec<u16>) -> Result<(), String> + Send + Sync>,
+}
+
+struct Running {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+/// The running services, by name.
+pub struct Services {
+    running: Mutex<BTreeMap<String, Running>>,
+    firewall: Firewall,
+    /// The App VM's address, where services are awaited.
+    addr: std::net::Ipv4Addr,
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|f| f.is_ascii_lowercase())
+        && n.len() <= 32
+        && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == '-')
+}
+
+fn clean_absolute(p: &str) -> bool {
+    let path = Path::new(p);
+    path.is_absolute()
+        && p.len() <= 4096
+        && !p.contains('\0')
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// Why a start request is malformed, if it is.
+fn check(req: &ServiceStart) -> Result<(), String> {
+    if !valid_name(&req.name) {
+        return Err("a service name is 1 to 32 lower-case letters, digits and dashes".into());
+    }
+    match req.argv.first() {
+        Some(a) if clean_absolute(a) => {}
+        _ => return Err("the command must start with an absolute path".into()),
+    }
+    if req.argv.iter().any(|a| a.contains('\0')) {
+        return Err("an argument holds a NUL byte".into());
+    }
+    if req.port == 0 {
+        return Err("the port must be 1 to 65535".into());
+    }
+    for f in &req.files {
+        if !clean_absolute(&f.path) {
+            return Err("a configuration file needs a clean absolute path".into());
+        }
+        if f.mode > 0o777 {
+            return Err("a file mode is at most 0777".into());
+        }
+    }
+    Ok(())
+}
+
+/// Write `f` whole or not at all (a temporary file renamed over it).
+fn write_file(f: &ServiceFile) -> Result<(), String> {
+    let path = Path::new(&f.path);
+    let err = |e: std::io::Error| format!("{}: {e}", f.path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tails-server-new");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(f.mode)
+        .open(&tmp)
+        .map_err(err)?;
+    out.write_all(&f.contents).map_err(err)?;
+    out.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+impl Services {
+    pub fn new(firewall: Firewall, addr: std::net::Ipv4Addr) -> Self {
+        Services {
+            running: Mutex::new(BTreeMap::new()),
+            firewall,
+            addr,
+        }
+    }
+
+    fn ports(running: &BTreeMap<String, Running>) -> Vec<u16> {
+        running.values().map(|r| r.port).collect()
+    }
+
+    async fn start(&self, req: ServiceStart) -> Result<(), String> {
+        check(&req)?;
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.get_mut(&req.name) {
+            if r.child.try_wait().ok().flatten().is_none() {
+                return Ok(()); // already running
+            }
+            running.remove(&req.name);
+        }
+        if running.values().any(|r| r.port == req.port) {
+            return Err(format!("port {} is taken by another service", req.port));
+        }
+        let (uid, gid) = pid1::user_ids(&req.user)
+            .ok_or_else(|| format!("there is no user {} in the App VM", req.user))?;
+        for f in &req.files {
+            write_file(f)?;
+        }
+        let mut ports = Self::ports(&running);
+        ports.push(req.port);
+        (self.firewall.apply)(ports)?;
+        let mut cmd = tokio::process::Command::new(&req.argv[0]);
+        cmd.args(&req.argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8")
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if uid != 0 {
+            // std drops the supplementary groups when root changes uid.
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = (self.firewall.apply)(Self::ports(&running));
+                return Err(format!("cannot start {}: {e}", req.argv[0]));
+            }
+        };
+        let name = req.name.clone();
+        let outs: [Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>; 2] = [
+            child.stdout.take().map(|o| Box::new(o) as _),
+            child.stderr.take().map(|o| Box::new(o) as _),
+        ];
+        for out in outs.into_iter().flatten() {
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    log(format!("service {name}: {l}"));
+                }
+            });
+        }
+        // Wait until it listens (or dies).
+        let target = std::net::SocketAddr::from((self.addr, req.port));
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let _ = (self.firewall.apply)(Self::ports(&running));
+                return Err(format!(
+                    "{} exited at start ({status}); see the App VM's console log",
+                    req.name
+                ));
+            }
+            if tokio::net::TcpStream::connect(target).await.is_ok() {
+                break;
+            }
+            if start.elapsed() > LISTEN {
+                let _ = child.kill().await;
+                let _ = (self.firewall.apply)(Self::ports(&running));
+                return Err(format!(
+                    "{} did not listen on port {} within {} s",
+                    req.name,
+                    req.port,
+                    LISTEN.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        log(format!(
+            "service {} listening on port {}",
+            req.name, req.port
+        ));
+        running.insert(
+            req.name,
+            Running {
+                child,
+                port: req.port,
+            },
+        );
+        Ok(())
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), String> {
+        let mut running = self.running.lock().await;
+        let Some(mut r) = running.remove(name) else {
+            return Ok(());
+        };
+        if let Some(pid) = r.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(STOP, r.child.wait()).await.is_err() {
+            let _ = r.child.kill().await;
+        }
+        log(format!("service {name} stopped"));
+        (self.firewall.apply)(Self::ports(&running))
+    }
+
+    async fn is_running(&self, name: &str) -> bool {
+        let mut running = self.running.lock().await;
+        match running.get_mut(name) {
+            Some(r) => r.child.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    async fn answer(&self, name: String, res: Result<(), String>) -> GuestMsg {
+        match res {
+            Ok(()) => GuestMsg::Service {
+                running: self.is_running(&name).await,
+                name,
+            },
+            Err(message) => GuestMsg::Error { message },
+        }
+    }
+}
+
+impl tails_guest::server::Extension for Services {
+    fn handle(&self, msg: HostMsg) -> Pin<Box<dyn Future<Output = GuestMsg> + Send + '_>> {
+        Box::pin(async move {
+            match msg {
+                HostMsg::StartService(req) => {
+                    let name = req.name.clone();
+                    let res = self.start(req).await;
+                    self.answer(name, res).await
+                }
+                HostMsg::StopService { name } => {
+                    let res = self.stop(&name).await;
+                    self.answer(name, res).await
+                }
+                HostMsg::ServiceState { name } => self.answer(name, Ok(())).await,
+                _ => GuestMsg::Error {
+                    message: "not an App VM request".into(),
+                },
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> ServiceStart {
+        ServiceStart {
+            name: "nginx".into(),
+            argv: vec!["/usr/sbin/nginx".into()],
+            user: "root".into(),
+            files: vec![ServiceFile {
+                path: "/etc/tails-server/nginx.conf".into(),
+                mode: 0o644,
+                contents: b"x".to_vec(),
+            }],
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn start_requests_are_checked() {
+        assert!(check(&req()).is_ok());
+        let bad: Vec<Box<dyn Fn(&mut ServiceStart)>> = vec![
+            Box::new(|r| r.name = "Nginx".into()),
+            Box::new(|r| r.name = "".into()),
+            Box::new(|r| r.name = "a".repeat(33)),
+            Box::new(|r| r.argv = vec![]),
+            Box::new(|r| r.argv = vec!["nginx".into()]),
+            Box::new(|r| r.argv = vec!["/usr/../bin/sh".into()]),
+            Box::new(|r| r.argv.push("a\0b".into())),
+            Box::new(|r| r.port = 0),
+            Box::new(|r| r.files[0].path = "etc/x".into()),
+            Box::new(|r| r.files[0].path = "/etc/../root/.ssh/authorized_keys".into()),
+            Box::new(|r| r.files[0].mode = 0o4755),
+        ];
+        for (i, f) in bad.iter().enumerate() {
+            let mut r = req();
+            f(&mut r);
+            assert!(check(&r).is_err(), "case {i}");
+        }
+    }
+
+    #[test]
+    fn files_are_written_whole_with_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ts-svc-{}", std::process::id()));
+        let f = ServiceFile {
+            path: dir.join("sub/conf").display().to_string(),
+            mode: 0o640,
+            contents: b"listen 80;\n".to_vec(),
+        };
+        write_file(&f).unwrap();
+        let meta = std::fs::metadata(&f.path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read(&f.path).unwrap(), b"listen 80;\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

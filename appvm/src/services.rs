@@ -293,7 +293,8 @@ mod tests {
     #[test]
     fn start_requests_are_checked() {
         assert!(check(&req()).is_ok());
-        let bad: Vec<Box<dyn Fn(&mut ServiceStart)>> = vec![
+        type Breaker = Box<dyn Fn(&mut ServiceStart)>;
+        let bad: Vec<Breaker> = vec![
             Box::new(|r| r.name = "Nginx".into()),
             Box::new(|r| r.name = "".into()),
             Box::new(|r| r.name = "a".repeat(33)),

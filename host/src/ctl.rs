@@ -19,6 +19,12 @@ pub enum Request {
     },
     Status,
     Down,
+    /// Start a service in the App VM and publish it as an onion service.
+    Enable { service: String },
+    /// Take it down and stop it.
+    Disable { service: String },
+    /// Is it running, is it published?
+    ServiceState { service: String },
     Exec {
         vm: Role,
         argv: Vec<String>,
@@ -76,6 +82,17 @@ pub enum Reply {
     /// The operation finished; the text says how.
     Done(String),
     Status(StatusReport),
+    Service(ServiceReport),
     Exec(ExecOutput),
     Error(String),
+}
+
+/// A service's state as the daemon knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceReport {
+    pub running: bool,
+    pub published: bool,
+    /// The onion address (computed on the host from the key).
+    pub address: Option<String>,
 }

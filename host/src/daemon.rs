@@ -27,6 +27,8 @@ struct Daemon {
     stack: RwLock<Option<Stack>>,
     /// Tells the accept loop to stop (after `down` or a failed `up`).
     quit: mpsc::Sender<()>,
+    /// Published onion services of this stack: service → address.
+    published: tokio::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// Run the daemon in the foreground until the stack is down.
@@ -44,6 +46,7 @@ pub async fn run(paths: Paths) -> Result<()> {
         paths: paths.clone(),
         stack: RwLock::new(None),
         quit: tx,
+        published: tokio::sync::Mutex::new(Default::default()),
     });
     log(format!("listening on {}", sock.display()));
     loop {
@@ -97,6 +100,12 @@ impl Daemon {
             Request::Up { network, bridges } => self.up(network, bridges, &tx).await,
             Request::Down => self.down().await,
             Request::Status => match self.status(&tx).await {
+                Some(r) => r,
+                None => return,
+            },
+            r @ (Request::Enable { .. }
+            | Request::Disable { .. }
+            | Request::ServiceState { .. }) => match self.service_request(r, &tx).await {
                 Some(r) => r,
                 None => return,
             },
@@ -245,6 +254,165 @@ impl Daemon {
         }
         let _ = self.quit.try_send(());
         Reply::Done("tails-server is down".into())
+    }
+
+    /// A service request on the running stack; `None` when busy (the busy
+    /// answer is sent already).
+    async fn service_request(
+        &self,
+        req: Request,
+        tx: &mpsc::UnboundedSender<Reply>,
+    ) -> Option<Reply> {
+        let Ok(guard) = self.stack.try_read() else {
+            self.busy(tx);
+            return None;
+        };
+        let Some(stack) = guard.as_ref() else {
+            return Some(Reply::Error(
+                "tails-server is not up: run `tails-server up`".into(),
+            ));
+        };
+        let r = match req {
+            Request::Enable { service } => self.enable(stack, &service).await,
+            Request::Disable { service } => self.disable(stack, &service).await,
+            Request::ServiceState { service } => self.service_state(stack, &service).await,
+            _ => Err(anyhow::anyhow!("not a service request")),
+        };
+        Some(r.unwrap_or_else(|e| Reply::Error(format!("{e:#}"))))
+    }
+
+    /// The catalog's entry for `name`, or a one-line error saying what to do.
+    fn service(&self, name: &str) -> Result<tails_catalog::Service> {
+        let (catalog, _errors) = tails_catalog::Catalog::load_dir(&self.paths.services());
+        catalog.get(name).cloned().with_context(|| {
+            format!("unknown service `{name}`: `tails-server list` shows the services")
+        })
+    }
+
+    /// Start `name` in the App VM and publish it; the address.
+    async fn enable(&self, stack: &Stack, name: &str) -> Result<Reply> {
+        use tails_proto::msg::{HostMsg, OnionPublish, ServiceFile, ServiceStart};
+        let svc = self.service(name)?;
+        let store = crate::services::Store::new(self.paths.service_state());
+        let mut st = store.load(&svc)?;
+        let key = store.onion_key(name)?;
+        let address = key.onion_address();
+        let auth = crate::services::client_auth_on(&st.values);
+        if auth && st.clients.is_empty() {
+            crate::services::add_client(&mut st, crate::services::FIRST_CLIENT)?;
+        }
+        let target_port = svc.default_target_port();
+        let addr_text = address.to_string();
+        let plan = svc
+            .render_start(
+                &st.values,
+                &tails_catalog::Builtins {
+                    address: &addr_text,
+                    target_port,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let start = ServiceStart {
+            name: name.to_owned(),
+            argv: plan.command,
+            user: plan.user,
+            files: plan
+                .files
+                .into_iter()
+                .map(|f| ServiceFile {
+                    path: f.path.display().to_string(),
+                    mode: f.mode,
+                    contents: f.contents.into_bytes(),
+                })
+                .collect(),
+            port: target_port,
+        };
+        log(format!("enabling {name}: starting it in the App VM"));
+        let running = stack
+            .service(HostMsg::StartService(start), name)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if !running {
+            anyhow::bail!("{name} did not keep running in the App VM: see its console log");
+        }
+        let client_auth = if auth {
+            st.clients.values().map(|c| c.public_base32()).collect()
+        } else {
+            Vec::new()
+        };
+        let req = OnionPublish {
+            key: key.tor_add_onion_key().to_string(),
+            service_id: address.without_suffix(),
+            virtual_port: crate::services::virtual_port(&svc, &st.values),
+            target_port,
+            client_auth,
+            timeout_ms: 180_000,
+        };
+        log(format!("enabling {name}: publishing its onion service"));
+        let published = stack.publish_onion(req).await;
+        let (sid, uploads) = match published {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing half-done: the service stops again.
+                let _ = stack
+                    .service(HostMsg::StopService { name: name.to_owned() }, name)
+                    .await;
+                anyhow::bail!("{e}");
+            }
+        };
+        if sid != address.without_suffix() {
+            let _ = stack.remove_onion(&address.without_suffix()).await;
+            anyhow::bail!("the Tor VM published another address than the key's: refusing it");
+        }
+        st.enabled = true;
+        store.save(&svc, &st)?;
+        self.published
+            .lock()
+            .await
+            .insert(name.to_owned(), addr_text.clone());
+        log(format!("{name} published ({uploads} descriptor upload(s))"));
+        Ok(Reply::Done(format!("{name} is enabled and published at {addr_text}")))
+    }
+
+    /// Take `name`'s onion service down and stop it.
+    async fn disable(&self, stack: &Stack, name: &str) -> Result<Reply> {
+        use tails_proto::msg::HostMsg;
+        let svc = self.service(name)?;
+        let store = crate::services::Store::new(self.paths.service_state());
+        let mut st = store.load(&svc)?;
+        if let Some(address) = store.address(name) {
+            stack
+                .remove_onion(&address.without_suffix())
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        self.published.lock().await.remove(name);
+        stack
+            .service(HostMsg::StopService { name: name.to_owned() }, name)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        st.enabled = false;
+        store.save(&svc, &st)?;
+        Ok(Reply::Done(format!("{name} is disabled")))
+    }
+
+    async fn service_state(&self, stack: &Stack, name: &str) -> Result<Reply> {
+        let svc = self.service(name)?;
+        let running = stack
+            .service(
+                tails_proto::msg::HostMsg::ServiceState {
+                    name: svc.name().to_owned(),
+                },
+                name,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let address = self.published.lock().await.get(name).cloned();
+        Ok(Reply::Service(crate::ctl::ServiceReport {
+            running,
+            published: address.is_some(),
+            address,
+        }))
     }
 
     /// Answer for a request that arrives while `up` or `down` holds the stack.

@@ -12,6 +12,8 @@ mod daemon;
 mod firewall;
 mod identity;
 mod paths;
+mod service_cli;
+mod services;
 mod stack;
 mod vhost;
 mod vmm;
@@ -78,6 +80,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the services of the catalog.
+    List {
+        /// Print JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// `tails-server <service> info|status|enable|disable|get-option|set-option|add-client|remove-client|credentials`
+    #[command(external_subcommand)]
+    Service(Vec<String>),
     /// Guest images.
     Image {
         #[command(subcommand)]
@@ -300,6 +311,8 @@ fn run(cli: Cli) -> Result<i32> {
                 command,
             } => client::exec(&paths, vm, command, timeout, stdin).await,
             Cmd::Identity { json } => client::identity(&paths, json).await.map(|_| 0),
+            Cmd::List { json } => service_cli::list(&paths, json).map(|_| 0),
+            Cmd::Service(args) => service_cli::run(&paths, args).await,
             Cmd::Daemon => daemon::run(paths).await.map(|_| 0),
             Cmd::Image { .. } | Cmd::Testnet { .. } | Cmd::ProbeKvm => Ok(0),
         }

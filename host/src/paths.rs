@@ -14,6 +14,8 @@ pub struct Paths {
     pub images: PathBuf,
     /// Where the static guest agents and service definitions are installed.
     pub lib: PathBuf,
+    /// Kept state: the services' options, onion keys and client keys (0700).
+    pub state: PathBuf,
 }
 
 fn env_or(var: &str, default: &str) -> PathBuf {
@@ -31,6 +33,7 @@ impl Paths {
             log: env_or("TAILS_SERVER_LOG_DIR", "/var/log/tails-server"),
             images: env_or("TAILS_SERVER_IMAGE_DIR", tails_images::DEFAULT_CACHE_DIR),
             lib: env_or("TAILS_SERVER_LIB_DIR", "/usr/local/lib/tails-server"),
+            state: env_or("TAILS_SERVER_STATE_DIR", "/var/lib/tails-server/state"),
         }
     }
 
@@ -80,6 +83,10 @@ impl Paths {
     }
     pub fn services(&self) -> PathBuf {
         self.lib.join("services")
+    }
+    /// The services' kept state.
+    pub fn service_state(&self) -> PathBuf {
+        self.state.join("services")
     }
 }
 

@@ -529,6 +529,47 @@ impl Stack {
         })
     }
 
+    /// An agent of a running VM, or why there is none.
+    async fn agent(&self, role: Role) -> Result<Agent, String> {
+        let m = self
+            .member(role)
+            .ok_or_else(|| format!("{role} is not part of this stack"))?;
+        if let Some(how) = m.vm.exited() {
+            return Err(format!(
+                "{role} is down (QEMU {how}): run `tails-server down` then `tails-server up`"
+            ));
+        }
+        Agent::connect(&self.paths.vsock_uds(role.name()), role)
+            .await
+            .map_err(|e| format!("{role} agent: {e}"))
+    }
+
+    /// App VM: start, stop or query a service; whether it runs.
+    pub async fn service(&self, msg: tails_proto::msg::HostMsg, name: &str) -> Result<bool, String> {
+        let mut a = self.agent(Role::Appvm).await?;
+        a.service(msg, name).await.map_err(|e| format!("appvm agent: {e}"))
+    }
+
+    /// Tor VM: publish an onion service; tor's service id and uploads.
+    pub async fn publish_onion(
+        &self,
+        req: tails_proto::msg::OnionPublish,
+    ) -> Result<(String, u32), String> {
+        if self.tor.is_none() {
+            return Err("the Tor VM has no uplink (`up --network none`): nothing can be published".into());
+        }
+        let mut a = self.agent(Role::Torvm).await?;
+        a.publish_onion(req).await.map_err(|e| format!("torvm agent: {e}"))
+    }
+
+    /// Tor VM: take an onion service down.
+    pub async fn remove_onion(&self, service_id: &str) -> Result<(), String> {
+        let mut a = self.agent(Role::Torvm).await?;
+        a.remove_onion(service_id)
+            .await
+            .map_err(|e| format!("torvm agent: {e}"))
+    }
+
     /// State of vhost-device-vsock: `running` or how it ended.
     pub fn vsock_state(&self) -> String {
         match self.vhost.lock().map(|mut v| v.exited()) {

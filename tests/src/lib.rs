@@ -2,6 +2,7 @@
 //! one `./setup.sh` built from this checkout) and inspects the host.
 
 pub mod leak;
+pub mod torclient;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

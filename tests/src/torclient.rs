@@ -1,0 +1,133 @@
+//! Tor clients for the onion-service tests: a SOCKS5 client that reports
+//! tor's extended error codes (0xF4 "missing client authorization" and the
+//! like), a minimal control-port client (cookie authentication, one command),
+//! and a fresh tor client started in the testnet's outside namespace.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// What a SOCKS5 CONNECT through tor gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// The connection was made; the first line of the HTTP reply and its body.
+    Ok { status: String, body: String },
+    /// tor refused with this SOCKS5 reply code (0xF4: missing client auth).
+    Refused(u8),
+    /// Something else went wrong (text for the assertion message).
+    Failed(String),
+}
+
+/// `GET /` on `host:port` through the SOCKS5 proxy at `socks`.
+pub fn http_get(socks: SocketAddr, host: &str, port: u16, timeout: Duration) -> Fetch {
+    match try_get(socks, host, port, timeout) {
+        Ok(f) => f,
+        Err(e) => Fetch::Failed(e.to_string()),
+    }
+}
+
+fn try_get(socks: SocketAddr, host: &str, port: u16, timeout: Duration) -> std::io::Result<Fetch> {
+    let mut s = TcpStream::connect_timeout(&socks, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(&[5, 1, 0])?;
+    let mut hello = [0u8; 2];
+    s.read_exact(&mut hello)?;
+    if hello != [5, 0] {
+        return Ok(Fetch::Failed(format!("SOCKS greeting refused: {hello:?}")));
+    }
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend(host.as_bytes());
+    req.extend(port.to_be_bytes());
+    s.write_all(&req)?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)?;
+    if head[1] != 0 {
+        return Ok(Fetch::Refused(head[1]));
+    }
+    let skip = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l)?;
+            usize::from(l[0]) + 2
+        }
+        _ => return Ok(Fetch::Failed("bad SOCKS address type".into())),
+    };
+    let mut rest = vec![0u8; skip];
+    s.read_exact(&mut rest)?;
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())?;
+    let mut resp = Vec::new();
+    s.take(1 << 20).read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.lines().next().unwrap_or("").to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok(Fetch::Ok { status, body })
+}
+
+/// One command on a tor control port with cookie authentication; the reply
+/// lines.
+pub fn control(addr: SocketAddr, cookie: &Path, command: &str) -> Result<Vec<String>, String> {
+    let cookie = std::fs::read(cookie).map_err(|e| format!("{}: {e}", cookie.display()))?;
+    let hex: String = cookie.iter().map(|b| format!("{b:02X}")).collect();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    s.write_all(format!("AUTHENTICATE {hex}\r\n{command}\r\nQUIT\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut lines = Vec::new();
+    for l in BufReader::new(s).lines() {
+        let l = l.map_err(|e| e.to_string())?;
+        lines.push(l);
+    }
+    Ok(lines)
+}
+
+/// A tor client of our own in the outside namespace, joined to the testnet,
+/// with `ExtendedErrors` on its SOCKS port; killed on drop.
+pub struct FreshClient {
+    child: Child,
+    dir: PathBuf,
+    pub socks: SocketAddr,
+}
+
+impl FreshClient {
+    pub fn start(netns: &str, join_options: &[String], socks: SocketAddr) -> FreshClient {
+        let dir = std::env::temp_dir().join(format!("ts-fresh-client-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("client dir");
+        let mut torrc = String::new();
+        for o in join_options {
+            torrc.push_str(o);
+            torrc.push('\n');
+        }
+        torrc.push_str(&format!(
+            "DataDirectory {}\nSocksPort {socks} ExtendedErrors\nSocksPolicy accept 10.0.0.0/8\nLog notice file {}\n",
+            dir.join("data").display(),
+            dir.join("tor.log").display()
+        ));
+        let path = dir.join("torrc");
+        std::fs::write(&path, torrc).expect("torrc");
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "tor", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tor");
+        FreshClient { child, dir, socks }
+    }
+}
+
+impl Drop for FreshClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,149 @@
+//! Issue 5 end to end on the testnet: `nginx enable` publishes the App VM's
+//! web server as an onion service with client authorization; a tor client in
+//! the outside namespace holding the key fetches the page; a fresh client
+//! without the key gets tor's "missing client authorization" (SOCKS 0xF4);
+//! after `disable` the address no longer answers; after `enable` again the
+//! same address comes back. Bad option values are refused and change nothing.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tails_tests::torclient::{control, http_get, Fetch, FreshClient};
+use tails_tests::*;
+
+const RUNTIME: &str = "/run/tails-server";
+const STATE: &str = "/run/ts-onion-test-state";
+const PAGE: &str = "tails-server onion test page";
+
+fn env() -> [(&'static str, &'static str); 1] {
+    [("TAILS_SERVER_STATE_DIR", STATE)]
+}
+
+fn yaml_field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// Poll `f` until it returns Some, for at most `secs`.
+fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    None
+}
+
+#[test]
+fn nginx_onion_service_with_client_authorization() {
+    clean_start(Path::new(RUNTIME));
+    let _ = std::fs::remove_dir_all(STATE);
+    let _ = ts(&["testnet", "down"]);
+    ts_ok(&["testnet", "up"]);
+    let r = ts_env(&["up", "--network", "local"], &env());
+    assert_eq!(r.code, 0, "up: {r:?}");
+    ts_ok(&[
+        "exec",
+        "appvm",
+        "--",
+        "sh",
+        "-c",
+        &format!("mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"),
+    ]);
+
+    // The catalog and bad input first: nothing changes on error.
+    let r = ts_env(&["list"], &env());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("name: nginx"), "{r:?}");
+    let r = ts_env(&["nginx", "set-option", "allow-lan", "yes"], &env());
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("allow-lan takes true or false"), "{r:?}");
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
+    let r = ts_env(&["nginx", "get-option", "allow-lan"], &env());
+    assert_eq!(r.stdout.trim(), "false", "{r:?}");
+    let r = ts_env(&["nosuch", "info"], &env());
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("tails-server list"), "{r:?}");
+
+    // Enable: published, with client authorization.
+    let t0 = Instant::now();
+    let r = ts_env(&["nginx", "enable"], &env());
+    assert_eq!(r.code, 0, "enable: {r:?}");
+    println!("enable took {:.1} s:\n{}", t0.elapsed().as_secs_f64(), r.stdout);
+    let address = yaml_field(&r.stdout, "address");
+    let auth = yaml_field(&r.stdout, "auth-private");
+    assert!(address.ends_with(".onion") && address.len() == 62, "{address}");
+    let id = address.trim_end_matches(".onion");
+    assert!(auth.starts_with(&format!("{id}:descriptor:x25519:")), "{auth}");
+    let st = ts_env(&["nginx", "status", "--json"], &env());
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).expect("json");
+    assert_eq!(v["running"], true, "{v}");
+    assert_eq!(v["published"], true, "{v}");
+    // Key files are 0600.
+    for f in ["onion.key", "state.json"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(Path::new(STATE).join("services/nginx").join(f))
+                .expect("state file")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+
+    // The testnet's client, given the key, fetches the page.
+    let tn = tails_testnet::Config::default();
+    let cookie = tn.state_dir.join("tsclient/control_auth_cookie");
+    let ctl: SocketAddr = "10.100.0.2:9051".parse().expect("addr");
+    let socks: SocketAddr = "10.100.0.2:9050".parse().expect("addr");
+    let key = auth.rsplit(':').next().expect("key");
+    let reply = control(ctl, &cookie, &format!("ONION_CLIENT_AUTH_ADD {id} x25519:{key}"))
+        .expect("control");
+    assert!(reply.iter().filter(|l| l.starts_with("250")).count() >= 2, "{reply:?}");
+    let t1 = Instant::now();
+    let got = poll(180, || match http_get(socks, &address, 80, Duration::from_secs(60)) {
+        Fetch::Ok { body, .. } if body.contains(PAGE) => Some(()),
+        _ => None,
+    });
+    assert!(got.is_some(), "the authorized client never got the page: {:?}", http_get(socks, &address, 80, Duration::from_secs(60)));
+    println!("authorized fetch after {:.1} s", t1.elapsed().as_secs_f64());
+
+    // A fresh client without the key: tor says "missing client authorization".
+    let join = tails_testnet::join_options(&tn).expect("join options");
+    let fresh = FreshClient::start("ts-outside", &join, "10.100.0.2:9070".parse().expect("addr"));
+    let mut last = Fetch::Failed("not tried".into());
+    let refused = poll(180, || {
+        last = http_get(fresh.socks, &address, 80, Duration::from_secs(60));
+        (last == Fetch::Refused(0xF4)).then_some(())
+    });
+    assert!(refused.is_some(), "a client without the key must get 0xF4, got {last:?}");
+    drop(fresh);
+
+    // Disable: the address stops answering.
+    let r = ts_env(&["nginx", "disable"], &env());
+    assert_eq!(r.code, 0, "disable: {r:?}");
+    let st = ts_env(&["nginx", "status", "--json"], &env());
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).expect("json");
+    assert_eq!(v["published"], false, "{v}");
+    assert_eq!(v["running"], false, "{v}");
+    let after = http_get(socks, &address, 80, Duration::from_secs(90));
+    assert!(!matches!(after, Fetch::Ok { .. }), "still answering after disable: {after:?}");
+
+    // Enable again: the same address, and the page again.
+    let r = ts_env(&["nginx", "enable"], &env());
+    assert_eq!(r.code, 0, "enable again: {r:?}");
+    assert_eq!(yaml_field(&r.stdout, "address"), address, "the address must not change");
+    let again = poll(240, || match http_get(socks, &address, 80, Duration::from_secs(60)) {
+        Fetch::Ok { body, .. } if body.contains(PAGE) => Some(()),
+        _ => None,
+    });
+    assert!(again.is_some(), "the page did not come back after enable");
+
+    let r = ts_env(&["down"], &env());
+    assert_eq!(r.code, 0, "{r:?}");
+    let _ = ts(&["testnet", "down"]);
+    let _ = std::fs::remove_dir_all(STATE);
+}

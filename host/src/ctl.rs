@@ -20,11 +20,17 @@ pub enum Request {
     Status,
     Down,
     /// Start a service in the App VM and publish it as an onion service.
-    Enable { service: String },
+    Enable {
+        service: String,
+    },
     /// Take it down and stop it.
-    Disable { service: String },
+    Disable {
+        service: String,
+    },
     /// Is it running, is it published?
-    ServiceState { service: String },
+    ServiceState {
+        service: String,
+    },
     Exec {
         vm: Role,
         argv: Vec<String>,

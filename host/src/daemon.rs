@@ -355,7 +355,12 @@ impl Daemon {
             Err(e) => {
                 // Nothing half-done: the service stops again.
                 let _ = stack
-                    .service(HostMsg::StopService { name: name.to_owned() }, name)
+                    .service(
+                        HostMsg::StopService {
+                            name: name.to_owned(),
+                        },
+                        name,
+                    )
                     .await;
                 anyhow::bail!("{e}");
             }
@@ -371,7 +376,9 @@ impl Daemon {
             .await
             .insert(name.to_owned(), addr_text.clone());
         log(format!("{name} published ({uploads} descriptor upload(s))"));
-        Ok(Reply::Done(format!("{name} is enabled and published at {addr_text}")))
+        Ok(Reply::Done(format!(
+            "{name} is enabled and published at {addr_text}"
+        )))
     }
 
     /// Take `name`'s onion service down and stop it.
@@ -388,7 +395,12 @@ impl Daemon {
         }
         self.published.lock().await.remove(name);
         stack
-            .service(HostMsg::StopService { name: name.to_owned() }, name)
+            .service(
+                HostMsg::StopService {
+                    name: name.to_owned(),
+                },
+                name,
+            )
             .await
             .map_err(anyhow::Error::msg)?;
         st.enabled = false;

@@ -85,9 +85,9 @@ fn catalog(paths: &Paths) -> Catalog {
 }
 
 fn find<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Service> {
-    catalog
-        .get(name)
-        .with_context(|| format!("unknown service `{name}`: `tails-server list` shows the services"))
+    catalog.get(name).with_context(|| {
+        format!("unknown service `{name}`: `tails-server list` shows the services")
+    })
 }
 
 /// `tails-server list [--json]`
@@ -109,7 +109,15 @@ async fn report(paths: &Paths, name: &str) -> Result<Option<ServiceReport>> {
     let Some(c) = connect(paths).await else {
         return Ok(None);
     };
-    match call(c, &Request::ServiceState { service: name.to_owned() }, |_| {}).await? {
+    match call(
+        c,
+        &Request::ServiceState {
+            service: name.to_owned(),
+        },
+        |_| {},
+    )
+    .await?
+    {
         Reply::Service(r) => Ok(Some(r)),
         // The stack is not up (a daemon starting or stopping): nothing runs.
         Reply::Error(_) => Ok(None),
@@ -180,7 +188,7 @@ fn credentials(
             )
         })?;
         v["client"] = json!(name);
-        v["auth-private"] = json!(key.auth_private_line(address));
+        v["auth-private"] = json!(key.auth_private_line(address).as_str());
     } else {
         v["client-auth"] = json!(false);
     }
@@ -266,7 +274,13 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
             print(&v, json)?;
         }
         Action::Enable => {
-            let msg = daemon_call(paths, Request::Enable { service: name.clone() }).await?;
+            let msg = daemon_call(
+                paths,
+                Request::Enable {
+                    service: name.clone(),
+                },
+            )
+            .await?;
             eprintln!("{msg}");
             let st = store.load(svc)?;
             if !services::client_auth_on(&st.values) {
@@ -278,7 +292,13 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
             }
         }
         Action::Disable => {
-            let msg = daemon_call(paths, Request::Disable { service: name.clone() }).await?;
+            let msg = daemon_call(
+                paths,
+                Request::Disable {
+                    service: name.clone(),
+                },
+            )
+            .await?;
             println!("{msg}");
         }
         Action::GetOption { option } => {
@@ -301,7 +321,9 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
                 eprintln!("WARNING: client authorization is now off for {name}: anyone who learns its address can reach it, and a hosted onion service whose address leaks is far easier to locate than a client. Turn it back on with `tails-server {name} set-option client-auth true`.");
             }
             if st.enabled {
-                eprintln!("{name} is enabled: `tails-server {name} disable` then `enable` to apply");
+                eprintln!(
+                    "{name} is enabled: `tails-server {name} disable` then `enable` to apply"
+                );
             }
         }
         Action::AddClient { name: client } => {
@@ -309,7 +331,14 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
             services::add_client(&mut st, &client)?;
             store.save(svc, &st)?;
             let addr = store.onion_key(name)?.onion_address();
-            eprintln!("client {client} added{}", if st.enabled { ": `disable` then `enable` to apply" } else { "" });
+            eprintln!(
+                "client {client} added{}",
+                if st.enabled {
+                    ": `disable` then `enable` to apply"
+                } else {
+                    ""
+                }
+            );
             let v = credentials(svc, &st, &addr, Some(&client))?;
             print_credentials(&v, false, None)?;
         }
@@ -319,13 +348,20 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
                 bail!("{name} has no client named {client}");
             }
             store.save(svc, &st)?;
-            eprintln!("client {client} revoked{}", if st.enabled { ": `disable` then `enable` to apply" } else { "" });
+            eprintln!(
+                "client {client} revoked{}",
+                if st.enabled {
+                    ": `disable` then `enable` to apply"
+                } else {
+                    ""
+                }
+            );
         }
         Action::Credentials { client, svg, json } => {
             let st = store.load(svc)?;
-            let addr = store
-                .address(name)
-                .with_context(|| format!("{name} has no address yet: `tails-server {name} enable` makes one"))?;
+            let addr = store.address(name).with_context(|| {
+                format!("{name} has no address yet: `tails-server {name} enable` makes one")
+            })?;
             let v = credentials(svc, &st, &addr, client.as_deref())?;
             print_credentials(&v, json, svg.as_deref())?;
         }

@@ -90,7 +90,9 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
-        let mut values = svc.initial_values().context("generate the service's secrets")?;
+        let mut values = svc
+            .initial_values()
+            .context("generate the service's secrets")?;
         for (k, v) in &file.options {
             let parsed = svc.parse_option(k, v).map_err(|e| {
                 anyhow::anyhow!(
@@ -128,7 +130,12 @@ impl Store {
             clients: st
                 .clients
                 .iter()
-                .map(|(n, k)| (n.clone(), data_encoding::BASE32_NOPAD.encode(&k.to_bytes()[..])))
+                .map(|(n, k)| {
+                    (
+                        n.clone(),
+                        data_encoding::BASE32_NOPAD.encode(&k.to_bytes()[..]),
+                    )
+                })
                 .collect(),
             enabled: st.enabled,
         };
@@ -167,7 +174,9 @@ impl Store {
 /// Add a client (a fresh key pair) by name.
 pub fn add_client(st: &mut State, name: &str) -> Result<()> {
     if !valid_client_name(name) {
-        bail!("a client name is 1 to 32 letters, digits, '-' or '_', starting with a letter or digit");
+        bail!(
+            "a client name is 1 to 32 letters, digits, '-' or '_', starting with a letter or digit"
+        );
     }
     if st.clients.contains_key(name) {
         bail!("there is already a client named {name}");

@@ -545,9 +545,15 @@ impl Stack {
     }
 
     /// App VM: start, stop or query a service; whether it runs.
-    pub async fn service(&self, msg: tails_proto::msg::HostMsg, name: &str) -> Result<bool, String> {
+    pub async fn service(
+        &self,
+        msg: tails_proto::msg::HostMsg,
+        name: &str,
+    ) -> Result<bool, String> {
         let mut a = self.agent(Role::Appvm).await?;
-        a.service(msg, name).await.map_err(|e| format!("appvm agent: {e}"))
+        a.service(msg, name)
+            .await
+            .map_err(|e| format!("appvm agent: {e}"))
     }
 
     /// Tor VM: publish an onion service; tor's service id and uploads.
@@ -556,10 +562,14 @@ impl Stack {
         req: tails_proto::msg::OnionPublish,
     ) -> Result<(String, u32), String> {
         if self.tor.is_none() {
-            return Err("the Tor VM has no uplink (`up --network none`): nothing can be published".into());
+            return Err(
+                "the Tor VM has no uplink (`up --network none`): nothing can be published".into(),
+            );
         }
         let mut a = self.agent(Role::Torvm).await?;
-        a.publish_onion(req).await.map_err(|e| format!("torvm agent: {e}"))
+        a.publish_onion(req)
+            .await
+            .map_err(|e| format!("torvm agent: {e}"))
     }
 
     /// Tor VM: take an onion service down.

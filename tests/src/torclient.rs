@@ -76,8 +76,10 @@ fn try_get(socks: SocketAddr, host: &str, port: u16, timeout: Duration) -> std::
 pub fn control(addr: SocketAddr, cookie: &Path, command: &str) -> Result<Vec<String>, String> {
     let cookie = std::fs::read(cookie).map_err(|e| format!("{}: {e}", cookie.display()))?;
     let hex: String = cookie.iter().map(|b| format!("{b:02X}")).collect();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     s.write_all(format!("AUTHENTICATE {hex}\r\n{command}\r\nQUIT\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut lines = Vec::new();

@@ -53,7 +53,9 @@ fn nginx_onion_service_with_client_authorization() {
         "--",
         "sh",
         "-c",
-        &format!("mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"),
+        &format!(
+            "mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"
+        ),
     ]);
 
     // The catalog and bad input first: nothing changes on error.
@@ -74,12 +76,22 @@ fn nginx_onion_service_with_client_authorization() {
     let t0 = Instant::now();
     let r = ts_env(&["nginx", "enable"], &env());
     assert_eq!(r.code, 0, "enable: {r:?}");
-    println!("enable took {:.1} s:\n{}", t0.elapsed().as_secs_f64(), r.stdout);
+    println!(
+        "enable took {:.1} s:\n{}",
+        t0.elapsed().as_secs_f64(),
+        r.stdout
+    );
     let address = yaml_field(&r.stdout, "address");
     let auth = yaml_field(&r.stdout, "auth-private");
-    assert!(address.ends_with(".onion") && address.len() == 62, "{address}");
+    assert!(
+        address.ends_with(".onion") && address.len() == 62,
+        "{address}"
+    );
     let id = address.trim_end_matches(".onion");
-    assert!(auth.starts_with(&format!("{id}:descriptor:x25519:")), "{auth}");
+    assert!(
+        auth.starts_with(&format!("{id}:descriptor:x25519:")),
+        "{auth}"
+    );
     let st = ts_env(&["nginx", "status", "--json"], &env());
     let v: serde_json::Value = serde_json::from_str(&st.stdout).expect("json");
     assert_eq!(v["running"], true, "{v}");
@@ -100,26 +112,46 @@ fn nginx_onion_service_with_client_authorization() {
     let ctl: SocketAddr = "10.100.0.2:9051".parse().expect("addr");
     let socks: SocketAddr = "10.100.0.2:9050".parse().expect("addr");
     let key = auth.rsplit(':').next().expect("key");
-    let reply = control(ctl, &cookie, &format!("ONION_CLIENT_AUTH_ADD {id} x25519:{key}"))
-        .expect("control");
-    assert!(reply.iter().filter(|l| l.starts_with("250")).count() >= 2, "{reply:?}");
+    let reply = control(
+        ctl,
+        &cookie,
+        &format!("ONION_CLIENT_AUTH_ADD {id} x25519:{key}"),
+    )
+    .expect("control");
+    assert!(
+        reply.iter().filter(|l| l.starts_with("250")).count() >= 2,
+        "{reply:?}"
+    );
     let t1 = Instant::now();
-    let got = poll(180, || match http_get(socks, &address, 80, Duration::from_secs(60)) {
-        Fetch::Ok { body, .. } if body.contains(PAGE) => Some(()),
-        _ => None,
+    let got = poll(180, || {
+        match http_get(socks, &address, 80, Duration::from_secs(60)) {
+            Fetch::Ok { body, .. } if body.contains(PAGE) => Some(()),
+            _ => None,
+        }
     });
-    assert!(got.is_some(), "the authorized client never got the page: {:?}", http_get(socks, &address, 80, Duration::from_secs(60)));
+    assert!(
+        got.is_some(),
+        "the authorized client never got the page: {:?}",
+        http_get(socks, &address, 80, Duration::from_secs(60))
+    );
     println!("authorized fetch after {:.1} s", t1.elapsed().as_secs_f64());
 
     // A fresh client without the key: tor says "missing client authorization".
     let join = tails_testnet::join_options(&tn).expect("join options");
-    let fresh = FreshClient::start("ts-outside", &join, "10.100.0.2:9070".parse().expect("addr"));
+    let fresh = FreshClient::start(
+        "ts-outside",
+        &join,
+        "10.100.0.2:9070".parse().expect("addr"),
+    );
     let mut last = Fetch::Failed("not tried".into());
     let refused = poll(180, || {
         last = http_get(fresh.socks, &address, 80, Duration::from_secs(60));
         (last == Fetch::Refused(0xF4)).then_some(())
     });
-    assert!(refused.is_some(), "a client without the key must get 0xF4, got {last:?}");
+    assert!(
+        refused.is_some(),
+        "a client without the key must get 0xF4, got {last:?}"
+    );
     drop(fresh);
 
     // Disable: the address stops answering.
@@ -130,15 +162,24 @@ fn nginx_onion_service_with_client_authorization() {
     assert_eq!(v["published"], false, "{v}");
     assert_eq!(v["running"], false, "{v}");
     let after = http_get(socks, &address, 80, Duration::from_secs(90));
-    assert!(!matches!(after, Fetch::Ok { .. }), "still answering after disable: {after:?}");
+    assert!(
+        !matches!(after, Fetch::Ok { .. }),
+        "still answering after disable: {after:?}"
+    );
 
     // Enable again: the same address, and the page again.
     let r = ts_env(&["nginx", "enable"], &env());
     assert_eq!(r.code, 0, "enable again: {r:?}");
-    assert_eq!(yaml_field(&r.stdout, "address"), address, "the address must not change");
-    let again = poll(240, || match http_get(socks, &address, 80, Duration::from_secs(60)) {
-        Fetch::Ok { body, .. } if body.contains(PAGE) => Some(()),
-        _ => None,
+    assert_eq!(
+        yaml_field(&r.stdout, "address"),
+        address,
+        "the address must not change"
+    );
+    let again = poll(240, || {
+        match http_get(socks, &address, 80, Duration::from_secs(60)) {
+            Fetch::Ok { body, .. } if body.contains(PAGE) => Some(()),
+            _ => None,
+        }
     });
     assert!(again.is_some(), "the page did not come back after enable");
 

@@ -51,8 +51,14 @@ pub fn add_onion_command(req: &OnionPublish) -> Result<String, String> {
     if req.client_auth.len() > MAX_CLIENTS {
         return Err(format!("at most {MAX_CLIENTS} authorized clients"));
     }
+    // tor 0.4.9 wants V3Auth named whenever ClientAuthV3 keys are given.
+    let flags = if req.client_auth.is_empty() {
+        "Detach"
+    } else {
+        "Detach,V3Auth"
+    };
     let mut cmd = format!(
-        "ADD_ONION {} Flags=Detach Port={},{}:{}",
+        "ADD_ONION {} Flags={flags} Port={},{}:{}",
         req.key, req.virtual_port, APPVM, req.target_port
     );
     for c in &req.client_auth {
@@ -188,7 +194,7 @@ mod tests {
         let c = add_onion_command(&req()).unwrap();
         assert!(c.starts_with("ADD_ONION ED25519-V3:AAAA"));
         assert!(c.ends_with(&format!(
-            " Flags=Detach Port=80,10.1.2.3:8080 ClientAuthV3={}",
+            " Flags=Detach,V3Auth Port=80,10.1.2.3:8080 ClientAuthV3={}",
             "B".repeat(52)
         )));
         let mut r = req();

@@ -63,8 +63,11 @@ enum Action {
     },
 }
 
+/// YAML with every string on one line (a key line must stay copyable).
 fn yaml(v: &Value) -> Result<String> {
-    serde_saphyr::to_string(v).context("render YAML")
+    let mut opts = serde_saphyr::SerializerOptions::default();
+    opts.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(v, opts).context("render YAML")
 }
 
 fn print(v: &Value, json: bool) -> Result<()> {

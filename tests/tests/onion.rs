@@ -111,16 +111,31 @@ fn nginx_onion_service_with_client_authorization() {
     let cookie = tn.state_dir.join("tsclient/control_auth_cookie");
     let ctl: SocketAddr = "10.100.0.2:9051".parse().expect("addr");
     let socks: SocketAddr = "10.100.0.2:9050".parse().expect("addr");
-    let key = auth.rsplit(':').next().expect("key");
-    let reply = control(
-        ctl,
-        &cookie,
-        &format!("ONION_CLIENT_AUTH_ADD {id} x25519:{key}"),
-    )
-    .expect("control");
-    assert!(
-        reply.iter().filter(|l| l.starts_with("250")).count() >= 2,
+    // The control port takes the key in base64; the .auth_private line has it
+    // in base32.
+    let key32 = auth.rsplit(':').next().expect("key");
+    let raw = data_encoding::BASE32_NOPAD
+        .decode(key32.to_ascii_uppercase().as_bytes())
+        .expect("base32 key");
+    let key64 = data_encoding::BASE64.encode(&raw);
+    let add = format!("ONION_CLIENT_AUTH_ADD {id} x25519:{key64}");
+    let reply = control(ctl, &cookie, &add).expect("control");
+    assert_eq!(
+        reply.first().map(String::as_str),
+        Some("250 OK"),
         "{reply:?}"
+    );
+    assert!(
+        reply
+            .get(1)
+            .is_some_and(|l| l.starts_with("250 ") || l.starts_with("252 ")),
+        "the key must be taken: {reply:?}"
+    );
+    let view = control(ctl, &cookie, &format!("ONION_CLIENT_AUTH_VIEW {id}")).expect("control");
+    assert!(
+        view.iter()
+            .any(|l| l.starts_with(&format!("250-CLIENT {id} x25519:"))),
+        "the client holds the key: {view:?}"
     );
     let t1 = Instant::now();
     let got = poll(180, || {

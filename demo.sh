@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up Tails Server and run its main job on the embedded private Tor network:
 # the testnet up, both VMs up with tor bootstrapped on it, the App VM fetching
-# an outside page through Tor, then everything down again.
+# an outside page through Tor, a web site published from the App VM as an onion
+# service with client authorization (address, key and QR code shown), fetched
+# by a Tor client of the testnet holding the key; then everything down again.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh
@@ -22,7 +24,14 @@ nft list table inet tails_server
 echo "--- the App VM fetches a page from the outside, through Tor only:"
 $ts exec appvm --timeout 120 -- curl -sS --max-time 100 http://outside.test:8080/
 echo "--- who the outside server saw (a relay of the testnet, never this host):"
-tail -n 2 "$($ts testnet status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["web_log"])')"
+tail -n 2 /run/tails-server-testnet/web.log
+echo "--- publish a web site from the App VM as an onion service, client authorization on:"
+$ts exec appvm -- sh -c 'mkdir -p /var/www/tails-server && echo "<h1>Hello from Tails Server</h1>" > /var/www/tails-server/index.html'
+$ts nginx enable
+$ts nginx info
+echo "--- a Tor client of the testnet, given the key, fetches the page through the onion service:"
+addr=$($ts nginx info | sed -n 's/^address: //p')
+$ts nginx credentials | sed -n 's/^auth-private: //p' | $ts testnet fetch --auth-private - "http://$addr/"
 if [ "$keep" = 1 ]; then
   echo "left running (--keep): stop with '$ts down; $ts testnet down'"
 fi

@@ -18,7 +18,7 @@ mod stack;
 mod vhost;
 mod vmm;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use paths::Paths;
 use tails_proto::Role;
@@ -113,6 +113,18 @@ enum TestnetCmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Fetch a page as the testnet's client (through Tor), e.g. an onion service.
+    Fetch {
+        /// `http://HOST[:PORT]/` (HOST may be a .onion address).
+        url: String,
+        /// A file holding a client's `<address>:descriptor:x25519:<key>` line
+        /// (`-` for stdin): the client learns the key first.
+        #[arg(long, value_name = "FILE")]
+        auth_private: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=900))]
+        timeout: u64,
     },
 }
 
@@ -210,6 +222,33 @@ fn testnet(cmd: TestnetCmd) -> Result<()> {
                 println!("testnet was not running");
             }
         }
+        TestnetCmd::Fetch {
+            url,
+            auth_private,
+            timeout,
+        } => {
+            let (host, port) = parse_http_url(&url).map_err(anyhow::Error::msg)?;
+            let line = match auth_private.as_deref() {
+                None => None,
+                Some("-") => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(
+                        &mut std::io::Read::take(std::io::stdin(), 4096),
+                        &mut s,
+                    )?;
+                    Some(s)
+                }
+                Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("read {f}"))?),
+            };
+            let page = tails_testnet::fetch(
+                &cfg,
+                &host,
+                port,
+                line.as_deref(),
+                std::time::Duration::from_secs(timeout),
+            )?;
+            print!("{page}");
+        }
         TestnetCmd::Status { json } => {
             let st = tails_testnet::status(&cfg)?;
             if json {
@@ -220,6 +259,21 @@ fn testnet(cmd: TestnetCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `http://host[:port][/]` → (host, port).
+fn parse_http_url(url: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{url:?} is not a URL like http://HOST[:PORT]/");
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let hostport = rest.split('/').next().unwrap_or("");
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (hostport, 80),
+    };
+    if host.is_empty() || host.len() > 255 || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
 }
 
 fn testnet_json(st: &tails_testnet::Status) -> serde_json::Value {

@@ -219,6 +219,16 @@ impl ControlConn {
         }
     }
 
+    /// Give the client an onion service's client-authorization key (base64).
+    pub fn onion_client_auth_add(&mut self, address: &str, key_b64: &str) -> Result<(), String> {
+        let r = self.command(&format!("ONION_CLIENT_AUTH_ADD {address} x25519:{key_b64}"))?;
+        match r.last() {
+            Some(l) if (250..=252).contains(&l.code) => Ok(()),
+            Some(l) => Err(format!("ONION_CLIENT_AUTH_ADD: {} {}", l.code, l.text)),
+            None => Err("ONION_CLIENT_AUTH_ADD: empty reply".into()),
+        }
+    }
+
     /// GETINFO one key.
     pub fn getinfo(&mut self, key: &str) -> Result<String, String> {
         let r = self.command(&format!("GETINFO {key}"))?;

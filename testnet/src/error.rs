@@ -98,6 +98,9 @@ pub enum TestnetError {
     /// The testnet is down, so there is nothing to read.
     #[error("the testnet is not up: run `tails-server testnet up`")]
     NotUp,
+
+    #[error("the testnet's client: {0}")]
+    Client(String),
 }
 
 impl TestnetError {

@@ -186,6 +186,68 @@ pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
     }
 }
 
+/// Fetch `http://<host>:<port>/` as the testnet's client (in the outside
+/// namespace) through its SOCKS port. With `auth_private` (a client's
+/// `<address>:descriptor:x25519:<base32 key>` line), the client first learns
+/// that onion service's client-authorization key over its control port.
+/// Returns the page; waits up to `timeout` for it.
+pub fn fetch(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    auth_private: Option<&str>,
+    timeout: Duration,
+) -> Result<String, TestnetError> {
+    let st = match State::load(&cfg.state_dir)? {
+        Some(st) if is_running(&st) => st,
+        _ => return Err(TestnetError::NotUp),
+    };
+    if let Some(line) = auth_private {
+        let parts: Vec<&str> = line.trim().split(':').collect();
+        let [addr, "descriptor", "x25519", key] = parts[..] else {
+            return Err(TestnetError::Config(
+                "the key line must look like <address>:descriptor:x25519:<key>".into(),
+            ));
+        };
+        let raw = data_encoding::BASE32_NOPAD
+            .decode(key.to_ascii_uppercase().as_bytes())
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                TestnetError::Config("the client key is not 52 base32 characters".into())
+            })?;
+        let addr = addr.trim_end_matches(".onion");
+        if addr.len() != 56 || !addr.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(TestnetError::Config(
+                "the key line's address is not a v3 onion address".into(),
+            ));
+        }
+        let mut c = ControlConn::connect(
+            control_addr(&st),
+            &cookie_path(cfg),
+            Duration::from_secs(10),
+        )
+        .map_err(TestnetError::Client)?;
+        // The control port takes the key in base64 (the line has base32).
+        c.onion_client_auth_add(addr, &data_encoding::BASE64.encode(&raw))
+            .map_err(TestnetError::Client)?;
+    }
+    let socks = SocketAddr::from((st.outside_addr, st.socks_port));
+    let start = std::time::Instant::now();
+    loop {
+        match socks::http_get(socks, host, port, "/", Duration::from_secs(60)) {
+            Ok(body) => return Ok(body),
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(TestnetError::Client(format!(
+                    "no page from {host} after {} s: {e}",
+                    timeout.as_secs()
+                )))
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
 /// The ports relays listen on, on the outside address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayPorts {

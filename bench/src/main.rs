@@ -3,6 +3,10 @@
 //! `boot`: time from `tails-server up` to both agents ready, against a bare
 //! QEMU boot of the same kernel (same machine options and accelerator) with
 //! an initramfs whose init only powers off. Target: ratio ≤ 1.15.
+//!
+//! `onion`: see [`onion`].
+
+mod onion;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -24,6 +28,12 @@ enum Bench {
     /// `up` to both agents ready vs a bare boot of the same kernel.
     Boot {
         /// Runs of each; the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        runs: u32,
+    },
+    /// `nginx enable` to the first authorized page vs a plain tor publishing
+    /// the same kind of service, on the testnet.
+    Onion {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         runs: u32,
     },
@@ -157,5 +167,6 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Bench::Boot { runs } => boot(&cli.bin, runs),
+        Bench::Onion { runs } => onion::run(&cli.bin, runs),
     }
 }

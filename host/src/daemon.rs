@@ -327,14 +327,6 @@ impl Daemon {
                 .collect(),
             port: target_port,
         };
-        log(format!("enabling {name}: starting it in the App VM"));
-        let running = stack
-            .service(HostMsg::StartService(start), name)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        if !running {
-            anyhow::bail!("{name} did not keep running in the App VM: see its console log");
-        }
         let client_auth = if auth {
             st.clients.values().map(|c| c.public_base32()).collect()
         } else {
@@ -348,21 +340,38 @@ impl Daemon {
             client_auth,
             timeout_ms: 180_000,
         };
-        log(format!("enabling {name}: publishing its onion service"));
-        let published = stack.publish_onion(req).await;
-        let (sid, uploads) = match published {
-            Ok(p) => p,
-            Err(e) => {
-                // Nothing half-done: the service stops again.
-                let _ = stack
-                    .service(
-                        HostMsg::StopService {
-                            name: name.to_owned(),
-                        },
-                        name,
-                    )
-                    .await;
-                anyhow::bail!("{e}");
+        // Both at once: the service starts in the App VM while tor builds
+        // and uploads the descriptor. `enable` answers when both are done;
+        // if either fails, both are undone.
+        log(format!(
+            "enabling {name}: starting it in the App VM and publishing its onion service"
+        ));
+        let (running, published) = tokio::join!(
+            stack.service(HostMsg::StartService(start), name),
+            stack.publish_onion(req)
+        );
+        let stop = || async {
+            let _ = stack
+                .service(
+                    HostMsg::StopService {
+                        name: name.to_owned(),
+                    },
+                    name,
+                )
+                .await;
+        };
+        let (sid, uploads) = match (running, published) {
+            (Ok(true), Ok(p)) => p,
+            (running, published) => {
+                // Nothing half-done.
+                stop().await;
+                let _ = stack.remove_onion(&address.without_suffix()).await;
+                match (running, published) {
+                    (Err(e), _) | (_, Err(e)) => anyhow::bail!("{e}"),
+                    _ => anyhow::bail!(
+                        "{name} did not keep running in the App VM: see its console log"
+                    ),
+                }
             }
         };
         if sid != address.without_suffix() {

@@ -243,7 +243,7 @@ pub fn fetch(
                     timeout.as_secs()
                 )))
             }
-            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
         }
     }
 }

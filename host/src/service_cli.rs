@@ -230,6 +230,12 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
     let Some((name, rest)) = args.split_first() else {
         bail!("no command: `tails-server --help` lists them");
     };
+    let catalog = catalog(paths);
+    if catalog.get(name).is_none() {
+        bail!(
+            "unknown command or service `{name}`: `tails-server --help` lists the commands, `tails-server list` the services"
+        );
+    }
     let cli = match ServiceCli::try_parse_from(rest) {
         Ok(c) => c,
         Err(e) => {
@@ -239,7 +245,6 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
             return Ok(code);
         }
     };
-    let catalog = catalog(paths);
     let svc = find(&catalog, name)?;
     let store = Store::new(paths.service_state());
     match cli.action {

@@ -198,6 +198,56 @@ fn nginx_onion_service_with_client_authorization() {
     });
     assert!(again.is_some(), "the page did not come back after enable");
 
+    // Clients by name, and their credentials.
+    let creds = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["nginx", "credentials"];
+        a.extend(args);
+        a.push("--json");
+        let r = ts_env(&a, &env());
+        assert_eq!(r.code, 0, "{a:?}: {r:?}");
+        serde_json::from_str(&r.stdout).expect("json")
+    };
+    let r = ts_env(&["nginx", "add-client", "alice"], &env());
+    assert_eq!(r.code, 0, "{r:?}");
+    let alice = creds(&["alice"]);
+    let default = creds(&["default"]);
+    assert_eq!(alice["address"], address.as_str());
+    assert_ne!(alice["auth-private"], default["auth-private"]);
+    assert_eq!(default["auth-private"], auth.as_str());
+    let svg = Path::new(STATE).join("qr.svg");
+    let r = ts_env(
+        &[
+            "nginx",
+            "credentials",
+            "--svg",
+            svg.to_str().expect("utf-8"),
+        ],
+        &env(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let text = std::fs::read_to_string(&svg).expect("svg");
+    assert!(text.contains("<svg"), "{text:.100}");
+    for bad in [
+        &["nginx", "add-client", "bad name"][..],
+        &["nginx", "add-client", "alice"][..],
+    ] {
+        let r = ts_env(bad, &env());
+        assert_ne!(r.code, 0, "{bad:?}: {r:?}");
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{r:?}");
+    }
+    let r = ts_env(&["nginx", "remove-client", "alice"], &env());
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = ts_env(&["nginx", "credentials", "alice"], &env());
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no client named alice"), "{r:?}");
+    // Client authorization off: a deliberate option, with a warning.
+    let r = ts_env(&["nginx", "set-option", "client-auth", "false"], &env());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("WARNING"), "{r:?}");
+    let open = creds(&[]);
+    assert_eq!(open["client-auth"], false, "{open}");
+    assert!(open.get("auth-private").is_none(), "{open}");
+
     let r = ts_env(&["down"], &env());
     assert_eq!(r.code, 0, "{r:?}");
     let _ = ts(&["testnet", "down"]);

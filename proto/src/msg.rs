@@ -148,8 +148,9 @@ impl std::fmt::Debug for OnionPublish {
     }
 }
 
-/// One file the App VM agent writes before starting a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One file the App VM agent writes before starting a service. `Debug`
+/// leaves the contents out: a config file may hold a secret (a password).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceFile {
     /// Absolute path in the App VM.
@@ -158,6 +159,16 @@ pub struct ServiceFile {
     pub mode: u32,
     #[serde(with = "b64")]
     pub contents: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServiceFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:04o}", self.mode))
+            .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .finish()
+    }
 }
 
 /// App VM: start one service.
@@ -254,5 +265,34 @@ mod b64 {
         BASE64
             .decode(s.as_bytes())
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let p = OnionPublish {
+            key: "ED25519-V3:SECRETKEYBLOB".into(),
+            service_id: "a".repeat(56),
+            virtual_port: 80,
+            target_port: 80,
+            client_auth: vec!["b".repeat(52)],
+            timeout_ms: 1,
+        };
+        let f = ServiceFile {
+            path: "/etc/x.conf".into(),
+            mode: 0o640,
+            contents: b"password hunter22".to_vec(),
+        };
+        let shown = format!("{:?} {:?}", HostMsg::PublishOnion(p), f);
+        assert!(!shown.contains("SECRETKEYBLOB"), "{shown}");
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert!(
+            shown.contains("/etc/x.conf") && shown.contains("0640"),
+            "{shown}"
+        );
     }
 }

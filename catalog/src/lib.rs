@@ -34,7 +34,7 @@ mod service;
 pub mod template;
 
 pub use error::{LoadError, OptionError, Problem, RenderError, TemplateError};
-pub use names::MAX_NAME_LEN;
+pub use names::{is_package_name, MAX_NAME_LEN};
 pub use option::{
     Chars, OptionKind, OptionSpec, OptionValue, Reveal, Secret, Values, ALLOW_LAN_OPTION,
     ALLOW_LOCALHOST_OPTION, AUTOSTART_OPTION, CLIENT_AUTH_OPTION, HIDDEN, PERSISTENCE_OPTION,

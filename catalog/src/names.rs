@@ -17,7 +17,7 @@ pub(crate) fn is_name(s: &str) -> bool {
 /// Debian policy 5.6.1: lower-case letters, digits, `+`, `-`, `.`; at least two
 /// characters; starting with a letter or digit. The same rule as the image builder's
 /// `is_package_name` (images/src/services.rs), which reads the same files.
-pub(crate) fn is_package_name(name: &str) -> bool {
+pub fn is_package_name(name: &str) -> bool {
     let mut chars = name.chars();
     let first_ok = chars
         .next()

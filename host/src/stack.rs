@@ -511,19 +511,8 @@ impl Stack {
         timeout: Duration,
         stdin: Vec<u8>,
     ) -> Result<ExecOutput, String> {
-        let m = self
-            .member(role)
-            .ok_or_else(|| format!("{role} is not part of this stack"))?;
-        if let Some(how) = m.vm.exited() {
-            return Err(format!(
-                "{role} is down (QEMU {how}): run `tails-server down` then `tails-server up`"
-            ));
-        }
-        let result = match Agent::connect(&self.paths.vsock_uds(role.name()), role).await {
-            Ok(mut agent) => agent.exec(argv, timeout, stdin).await,
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| {
+        let mut agent = self.agent(role).await?;
+        agent.exec(argv, timeout, stdin).await.map_err(|e| {
             crate::log(format!("{role} agent: {e}"));
             format!("{role} agent: {e}")
         })

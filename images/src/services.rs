@@ -52,17 +52,9 @@ fn parse_packages(path: &Path, text: &str) -> Result<Vec<String>, ImageError> {
     Ok(spec.packages)
 }
 
-/// Debian policy 5.6.1: lower-case letters, digits, `+`, `-`, `.`; at least two
-/// characters; starting with a letter or digit. (Also keeps `,` and leading `-` out of
-/// mmdebstrap's command line.)
+/// Debian policy 5.6.1 (the catalog's rule: the same files, the same check).
 pub(crate) fn is_package_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    first_ok
-        && name.len() >= 2
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+    tails_catalog::is_package_name(name)
 }
 
 /// Every package of every service in `dir`, sorted and deduplicated.

@@ -112,11 +112,21 @@ impl Store {
                 .with_context(|| format!("{}: client {name}'s key is damaged", path.display()))?;
             clients.insert(name.clone(), ClientKey::from_bytes(&bytes));
         }
-        Ok(State {
+        let st = State {
             values,
             clients,
             enabled: file.enabled,
-        })
+        };
+        // A secret made up just now (an option never saved) is kept at once:
+        // otherwise every read would show, and every enable use, another one.
+        let fresh_secret = svc
+            .options()
+            .iter()
+            .any(|o| o.kind().is_secret() && !file.options.contains_key(o.name()));
+        if fresh_secret {
+            self.save(svc, &st)?;
+        }
+        Ok(st)
     }
 
     /// Save the state (options as text, secrets included: the file is 0600).
@@ -205,6 +215,37 @@ pub fn virtual_port(svc: &Service, v: &Values) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generated_secret_is_kept_from_the_first_load() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/nginx.yaml"),
+        )
+        .expect("nginx.yaml")
+        .replace(
+            "options:\n",
+            "options:\n  - name: admin-password\n    description: x\n    kind:\n      secret:\n        length: 16\n",
+        );
+        let svc = Service::parse(std::path::Path::new("nginx.yaml"), &text)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let dir = std::env::temp_dir().join(format!("ts-store-{}", std::process::id()));
+        let store = Store::new(dir.clone());
+        let first = store.load(&svc).expect("load");
+        let second = store.load(&svc).expect("load");
+        let secret = |st: &State| st.values["admin-password"].reveal().to_string();
+        assert_eq!(secret(&first).len(), 16);
+        assert_eq!(
+            secret(&first),
+            secret(&second),
+            "the same secret on every read"
+        );
+        let mode = std::fs::metadata(dir.join("nginx/state.json"))
+            .expect("saved")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn client_names() {

@@ -213,7 +213,7 @@ fn spec(
     }
 }
 
-/// Has `role`'s agent said on the console that it listens on vsock?
+/// Watches a VM's console log for its agent's "listening on vsock" line.
 ///
 /// A timing hint only, never trusted for anything else: dialing before the
 /// guest's vsock driver has set up its queues can hit a window in which
@@ -221,18 +221,46 @@ fn spec(
 /// that arrives after the guest memory is mapped but before the TX queue is
 /// ready ends the worker with IterateQueue) and the VM's vsock never answers
 /// again. The agent logs its line after the driver is up. A guest that
-/// prints it early only hurts itself. At most the first 4 MiB are read.
-fn agent_announced(console_log: &Path, role: Role) -> bool {
-    use std::io::Read;
+/// prints it early only hurts itself. Each poll reads only what is new, and
+/// at most 4 MiB are read in all.
+struct Announcement {
+    marker: Vec<u8>,
+    /// Bytes of the log already scanned.
+    offset: u64,
+    /// The end of what was scanned (a marker may straddle two reads).
+    tail: Vec<u8>,
+}
+
+impl Announcement {
     const MAX: u64 = 4 << 20;
-    let marker = format!("{} agent listening on vsock", role.name());
-    let mut buf = Vec::new();
-    let read = std::fs::File::open(console_log).and_then(|f| f.take(MAX).read_to_end(&mut buf));
-    match read {
-        // A console that filled 4 MiB without the line: dial anyway.
-        Ok(n) if n as u64 >= MAX => true,
-        Ok(_) => buf.windows(marker.len()).any(|w| w == marker.as_bytes()),
-        Err(_) => false,
+
+    fn new(role: Role) -> Self {
+        Announcement {
+            marker: format!("{} agent listening on vsock", role.name()).into_bytes(),
+            offset: 0,
+            tail: Vec::new(),
+        }
+    }
+
+    /// Has the line appeared (or has the console filled 4 MiB without it)?
+    fn seen(&mut self, console_log: &Path) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.offset >= Self::MAX {
+            return true;
+        }
+        let mut buf = std::mem::take(&mut self.tail);
+        let read = std::fs::File::open(console_log).and_then(|mut f| {
+            f.seek(SeekFrom::Start(self.offset))?;
+            f.take(Self::MAX - self.offset).read_to_end(&mut buf)
+        });
+        let Ok(n) = read else { return false };
+        self.offset += n as u64;
+        if buf.windows(self.marker.len()).any(|w| w == self.marker) {
+            return true;
+        }
+        let keep = buf.len().min(self.marker.len());
+        self.tail = buf.split_off(buf.len() - keep);
+        self.offset >= Self::MAX
     }
 }
 
@@ -251,12 +279,13 @@ async fn wait_ready(
         reason,
         log: log.clone(),
     };
+    let mut announced = Announcement::new(role);
     let mut last = "the agent has not announced itself on the console".to_string();
     loop {
         if let Some(how) = vm.exited() {
             return Err(fail(format!("QEMU {how}")));
         }
-        if agent_announced(&console, role) {
+        if announced.seen(&console) {
             match Agent::connect(&uds, role).await {
                 Ok(a) => return Ok(a),
                 // A guest claiming another role is hostile or broken: stop at once.
@@ -724,4 +753,28 @@ async fn stop_vm(paths: &Paths, m: &Member, graceful: bool) {
 /// daemon (the directory itself too).
 pub fn remove_runtime(paths: &Paths) {
     let _ = std::fs::remove_dir_all(&paths.runtime);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn announcement_is_found_across_appends() {
+        let path = std::env::temp_dir().join(format!("ts-console-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).expect("create");
+        let mut a = Announcement::new(Role::Appvm);
+        assert!(!a.seen(&path));
+        f.write_all(b"[ 1.0] booting\n[ 2.0] tails-agent: appvm agent liste")
+            .expect("write");
+        assert!(!a.seen(&path), "half a line is not the line");
+        f.write_all(b"ning on vsock port 1024\n").expect("write");
+        assert!(a.seen(&path), "the line straddling two reads");
+        // The Tor VM's line does not announce the App VM.
+        let mut t = Announcement::new(Role::Torvm);
+        assert!(!t.seen(&path));
+        let _ = std::fs::remove_file(&path);
+        assert!(!Announcement::new(Role::Appvm).seen(&path), "no log yet");
+    }
 }

@@ -122,10 +122,8 @@ async fn publish_inner(req: &OnionPublish) -> Result<u32, String> {
     if got != id {
         return Err("tor published another service id than the key's".into());
     }
-    log(format!(
-        "onion service {}… added; waiting for its descriptor",
-        &id[..8]
-    ));
+    // The address stays out of the console log (the host has it anyway).
+    log("onion service added; waiting for its descriptor");
     let deadline = Instant::now() + wait;
     let (mut uploads, mut failures) = (0u32, 0u32);
     while let Some(e) = c.next_event(deadline).await? {
@@ -148,7 +146,7 @@ async fn publish_inner(req: &OnionPublish) -> Result<u32, String> {
             wait.as_secs()
         ));
     }
-    log(format!("onion service {}… published", &id[..8]));
+    log("onion service published");
     Ok(uploads)
 }
 

@@ -324,14 +324,6 @@ fn print_testnet(st: &tails_testnet::Status) {
 }
 
 fn main() {
-    // Like any Unix tool: a closed pipe (`| head`) ends us quietly.
-    // SAFETY: setting a signal to its default disposition, before any thread.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(c) => c,

@@ -70,11 +70,27 @@ fn yaml(v: &Value) -> Result<String> {
     serde_saphyr::to_string_with_options(v, opts).context("render YAML")
 }
 
+/// Write to stdout; a reader that went away (`| head`) ends the command
+/// quietly. (SIGPIPE stays ignored process-wide: the daemon and the image
+/// builder write to sockets and pipes whose far end may close, and must see
+/// that as an error, not die of it.)
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("tails-server: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn print(v: &Value, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        say(&format!("{}\n", serde_json::to_string_pretty(v)?));
     } else {
-        print!("{}", yaml(v)?);
+        say(&yaml(v)?);
     }
     Ok(())
 }
@@ -214,14 +230,14 @@ fn print_credentials(v: &Value, json: bool, svg: Option<&std::path::Path>) -> Re
     }
     print(v, false)?;
     if let Some(line) = v["auth-private"].as_str() {
-        println!(
+        say(&format!(
             "# Give the client the line above (auth-private): Tor Browser asks for the key part\n\
              # (after `x25519:`) when it opens the address; tor reads the whole line from a\n\
-             # `<name>.auth_private` file in its ClientOnionAuthDir.\n# Keep it secret: whoever has it can reach the service.\n# {line}"
-        );
+             # `<name>.auth_private` file in its ClientOnionAuthDir.\n# Keep it secret: whoever has it can reach the service.\n# {line}\n"
+        ));
     }
     let qr = tails_onion::qr_terminal(qr_text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("{qr}");
+    say(&format!("{qr}\n"));
     Ok(())
 }
 
@@ -307,14 +323,14 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
                 },
             )
             .await?;
-            println!("{msg}");
+            say(&format!("{msg}\n"));
         }
         Action::GetOption { option } => {
             let st = store.load(svc)?;
             let v = st.values.get(&option).with_context(|| {
                 format!("{name} has no option {option}: `tails-server {name} info` lists them")
             })?;
-            println!("{}", v.reveal());
+            say(&format!("{}\n", v.reveal()));
         }
         Action::SetOption { option, value } => {
             let mut st = store.load(svc)?;

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+pub use crate::api::FirewallStatus;
 use tails_nft::host::{Net, Params, BLOCKED_V4, BLOCKED_V6};
 
 /// nft, at the fixed path Debian installs it (never looked up in `$PATH`).
@@ -18,23 +18,6 @@ pub const NFT: &str = "/usr/sbin/nft";
 /// The nft program the host uses.
 pub fn nft() -> PathBuf {
     PathBuf::from(NFT)
-}
-
-/// What `status` shows of the host table.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FirewallStatus {
-    /// `inet tails_server`.
-    pub table: String,
-    /// The table is loaded.
-    pub present: bool,
-    /// Rules in it.
-    pub rules: usize,
-    /// Packets its drop rules have counted since `up`.
-    pub dropped_packets: u64,
-    /// Why the table could not be read, if it could not.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub error: Option<String>,
 }
 
 /// Name of the table, as nft writes it.

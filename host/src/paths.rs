@@ -43,8 +43,14 @@ impl Paths {
     pub fn daemon_pid(&self) -> PathBuf {
         self.runtime.join("daemon.pid")
     }
+    /// The running stack's processes (so that a daemon started after one
+    /// that died finds them).
     pub fn state_file(&self) -> PathBuf {
         self.runtime.join("stack.json")
+    }
+    /// What the daemon is asked to keep running (see the supervisor).
+    pub fn desired_file(&self) -> PathBuf {
+        self.runtime.join("desired.json")
     }
     /// vhost-device-vsock's directory (its sockets, both sides).
     pub fn vsock_dir(&self) -> PathBuf {

@@ -5,7 +5,8 @@
 //! started and says which VM failed and where its console log is.
 
 use crate::accel::Accel;
-use crate::agent::Agent;
+use crate::agent::{Agent, AgentError};
+use crate::api::{Network, VmStatus};
 use crate::paths::Paths;
 use crate::vhost::VhostVsock;
 use crate::vmm::{Backend, Disk, Identity, Nic, NicLink, Vm, VmSpec};
@@ -37,6 +38,8 @@ pub const USERS: [(&str, &str); 3] = [
 pub enum UpError {
     #[error("{0}")]
     Precondition(String),
+    #[error("cannot make the internal link (socketpair): {0}")]
+    Link(#[source] nix::Error),
     #[error("{vm} did not become ready: {reason}; see its console log {log}")]
     VmFailed {
         vm: Role,
@@ -105,31 +108,39 @@ pub struct Stack {
     nft: std::path::PathBuf,
 }
 
-/// Per-VM status as `status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VmStatus {
-    pub name: Role,
-    /// Hypervisor state (`running`, …) or `down` with how it ended.
-    pub state: String,
-    pub agent: String,
-    pub uptime_secs: Option<u64>,
-    pub memory_mib: Option<u64>,
-    pub accel: Option<String>,
-    pub pid: Option<u32>,
-    pub console_log: String,
-    /// Tor VM only: tor's bootstrap, or why it is unknown.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub tor: Option<TorProgress>,
-}
-
 /// What `up` reports as it goes.
 pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
 
-/// The state file: enough to clean up after a daemon that died.
+/// The state file: enough to find, after a daemon died, the processes it
+/// left (each by pid and start time, so that a reused pid is not taken for
+/// one of them).
 #[derive(Debug, Serialize, Deserialize, Default)]
 pub struct StateFile {
     pub daemon_pid: u32,
-    pub pids: Vec<u32>,
+    pub processes: Vec<crate::proc::ProcId>,
+}
+
+/// What can go wrong with a request to a running stack.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{role} is not part of this stack")]
+    NotPart { role: Role },
+    #[error(
+        "{role} is down (QEMU {how}); the daemon is bringing it back: see `tails-server status`"
+    )]
+    Down { role: Role, how: String },
+    #[error("{role} agent: {source}")]
+    Agent {
+        role: Role,
+        #[source]
+        source: AgentError,
+    },
+    #[error("the Tor VM has no uplink (`up --network none`): nothing can be published")]
+    NoUplink,
+}
+
+fn agent_err(role: Role) -> impl FnOnce(AgentError) -> StackError {
+    move |source| StackError::Agent { role, source }
 }
 
 fn mkdir(path: &Path, owner: (u32, u32), mode: u32) -> Result<(), UpError> {
@@ -406,7 +417,7 @@ impl Stack {
             Err(e) => {
                 // The firewall goes in `up`, after this.
                 stack.stop_processes(false).await;
-                remove_runtime(&stack.paths);
+                let _ = std::fs::remove_file(stack.paths.state_file());
                 Err(e)
             }
         }
@@ -427,7 +438,7 @@ impl Stack {
             None,
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
-        .map_err(|e| UpError::Precondition(format!("socketpair for the internal link: {e}")))?;
+        .map_err(UpError::Link)?;
         for (role, owner, end) in [(Role::Torvm, torvm_user, a), (Role::Appvm, appvm_user, b)] {
             progress(format!("starting {role} ({})", accel.name()));
             let vm: Arc<dyn Vm> = Arc::from(backend.launch(spec(
@@ -472,8 +483,7 @@ impl Stack {
     }
 
     /// The network the Tor VM's tor joins, as chosen at `up`.
-    pub fn network(&self) -> crate::ctl::Network {
-        use crate::ctl::Network;
+    pub fn network(&self) -> Network {
         match self.tor.as_ref().map(|t| &t.network) {
             None => Network::None,
             Some(TorNetwork::Public) => Network::Public,
@@ -500,31 +510,53 @@ impl Stack {
     }
 
     /// Tor's bootstrap progress, as the Tor VM's agent reports it.
-    pub async fn tor_progress(&self) -> Result<TorProgress, String> {
+    pub async fn tor_progress(&self) -> Result<TorProgress, StackError> {
         if self.tor.is_none() {
-            return Err("the Tor VM has no uplink (`up --network none`)".into());
+            return Err(StackError::NoUplink);
         }
-        let m = self.member(Role::Torvm).ok_or("no Tor VM")?;
-        if let Some(how) = m.vm.exited() {
-            return Err(format!("the Tor VM is down (QEMU {how})"));
-        }
-        let mut a = Agent::connect(&self.paths.vsock_uds("torvm"), Role::Torvm)
-            .await
-            .map_err(|e| e.to_string())?;
-        a.tor_status().await.map_err(|e| e.to_string())
+        let mut a = self.agent(Role::Torvm).await?;
+        a.tor_status().await.map_err(agent_err(Role::Torvm))
     }
 
-    fn write_state(&self) {
+    /// The processes of the stack (for the state file).
+    pub fn processes(&self) -> Vec<crate::proc::ProcId> {
         let mut pids: Vec<u32> = self.members.iter().filter_map(|m| m.vm.pid()).collect();
         if let Ok(v) = self.vhost.lock() {
             pids.push(v.pid());
         }
+        pids.into_iter()
+            .filter_map(crate::proc::ProcId::of)
+            .collect()
+    }
+
+    fn write_state(&self) {
         let st = StateFile {
             daemon_pid: std::process::id(),
-            pids,
+            processes: self.processes(),
         };
-        if let Ok(j) = serde_json::to_vec(&st) {
-            let _ = std::fs::write(self.paths.state_file(), j);
+        if let Err(e) = crate::store::write_json(&self.paths.state_file(), &st) {
+            crate::log(format!("cannot write the stack's state file: {e}"));
+        }
+    }
+
+    /// The first part of the stack found dead, and how it ended; `None`
+    /// while all of it runs.
+    pub fn dead_part(&self) -> Option<(&'static str, String)> {
+        for m in &self.members {
+            if let Some(how) = m.vm.exited() {
+                return Some((
+                    match m.role {
+                        Role::Torvm => "the Tor VM's QEMU",
+                        Role::Appvm => "the App VM's QEMU",
+                    },
+                    how,
+                ));
+            }
+        }
+        match self.vhost.lock().map(|mut v| v.exited()) {
+            Ok(Some(how)) => Some(("vhost-device-vsock", how)),
+            Ok(None) => None,
+            Err(_) => Some(("vhost-device-vsock", "unknown (lock poisoned)".into())),
         }
     }
 
@@ -539,27 +571,23 @@ impl Stack {
         argv: Vec<String>,
         timeout: Duration,
         stdin: Vec<u8>,
-    ) -> Result<ExecOutput, String> {
+    ) -> Result<ExecOutput, StackError> {
         let mut agent = self.agent(role).await?;
         agent.exec(argv, timeout, stdin).await.map_err(|e| {
             crate::log(format!("{role} agent: {e}"));
-            format!("{role} agent: {e}")
+            StackError::Agent { role, source: e }
         })
     }
 
     /// An agent of a running VM, or why there is none.
-    async fn agent(&self, role: Role) -> Result<Agent, String> {
-        let m = self
-            .member(role)
-            .ok_or_else(|| format!("{role} is not part of this stack"))?;
+    async fn agent(&self, role: Role) -> Result<Agent, StackError> {
+        let m = self.member(role).ok_or(StackError::NotPart { role })?;
         if let Some(how) = m.vm.exited() {
-            return Err(format!(
-                "{role} is down (QEMU {how}): run `tails-server down` then `tails-server up`"
-            ));
+            return Err(StackError::Down { role, how });
         }
         Agent::connect(&self.paths.vsock_uds(role.name()), role)
             .await
-            .map_err(|e| format!("{role} agent: {e}"))
+            .map_err(agent_err(role))
     }
 
     /// App VM: start, stop or query a service; whether it runs.
@@ -567,35 +595,29 @@ impl Stack {
         &self,
         msg: tails_proto::msg::HostMsg,
         name: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StackError> {
         let mut a = self.agent(Role::Appvm).await?;
-        a.service(msg, name)
-            .await
-            .map_err(|e| format!("appvm agent: {e}"))
+        a.service(msg, name).await.map_err(agent_err(Role::Appvm))
     }
 
     /// Tor VM: publish an onion service; tor's service id and uploads.
     pub async fn publish_onion(
         &self,
         req: tails_proto::msg::OnionPublish,
-    ) -> Result<(String, u32), String> {
+    ) -> Result<(String, u32), StackError> {
         if self.tor.is_none() {
-            return Err(
-                "the Tor VM has no uplink (`up --network none`): nothing can be published".into(),
-            );
+            return Err(StackError::NoUplink);
         }
         let mut a = self.agent(Role::Torvm).await?;
-        a.publish_onion(req)
-            .await
-            .map_err(|e| format!("torvm agent: {e}"))
+        a.publish_onion(req).await.map_err(agent_err(Role::Torvm))
     }
 
     /// Tor VM: take an onion service down.
-    pub async fn remove_onion(&self, service_id: &str) -> Result<(), String> {
+    pub async fn remove_onion(&self, service_id: &str) -> Result<(), StackError> {
         let mut a = self.agent(Role::Torvm).await?;
         a.remove_onion(service_id)
             .await
-            .map_err(|e| format!("torvm agent: {e}"))
+            .map_err(agent_err(Role::Torvm))
     }
 
     /// State of vhost-device-vsock: `running` or how it ended.
@@ -622,6 +644,7 @@ impl Stack {
                     accel: None,
                     pid: None,
                     console_log,
+                    restarts: 0,
                     tor: None,
                 });
                 continue;
@@ -653,11 +676,12 @@ impl Stack {
                 accel,
                 pid: m.vm.pid(),
                 console_log,
+                restarts: 0,
                 tor: match (m.role, &self.tor) {
                     (Role::Torvm, Some(_)) => {
                         Some(self.tor_progress().await.unwrap_or_else(|e| TorProgress {
                             progress: 0,
-                            summary: e,
+                            summary: e.to_string(),
                             running: false,
                         }))
                     }
@@ -669,33 +693,30 @@ impl Stack {
     }
 
     /// Stop the stack: agent power-off, then ACPI power-down, then QMP quit,
-    /// then SIGKILL, each after a timeout; then vhost-device-vsock; then the
-    /// runtime files.
-    pub async fn down(mut self) {
-        self.teardown(true).await;
-    }
-
-    async fn teardown(&mut self, graceful: bool) {
-        self.stop_processes(graceful).await;
-        // Only once nothing of the stack runs any more.
+    /// then SIGKILL, each after a timeout; then vhost-device-vsock; then,
+    /// once nothing of it runs, the host table.
+    pub async fn down(&self) {
+        self.stop_processes(true).await;
         if let Err(e) = crate::firewall::remove(&self.nft) {
             crate::log(format!("removing the host firewall: {e}"));
         }
-        remove_runtime(&self.paths);
+        let _ = std::fs::remove_file(self.paths.state_file());
     }
 
-    async fn stop_processes(&mut self, graceful: bool) {
+    /// Stop what is left of a stack that is to be started again at once:
+    /// quickly, and with the host table left in place (fail closed).
+    pub async fn stop_for_restart(&self) {
+        self.stop_processes(false).await;
+        let _ = std::fs::remove_file(self.paths.state_file());
+    }
+
+    async fn stop_processes(&self, graceful: bool) {
         for m in &self.members {
             stop_vm(&self.paths, m, graceful).await;
         }
         if let Ok(mut v) = self.vhost.lock() {
             v.stop();
         }
-    }
-
-    /// The host table, read back.
-    pub fn firewall(&self) -> crate::firewall::FirewallStatus {
-        crate::firewall::status(&self.nft)
     }
 
     /// Can the App VM reach anything now? Only through a running Tor VM.
@@ -753,6 +774,16 @@ async fn stop_vm(paths: &Paths, m: &Member, graceful: bool) {
 /// daemon (the directory itself too).
 pub fn remove_runtime(paths: &Paths) {
     let _ = std::fs::remove_dir_all(&paths.runtime);
+}
+
+/// Remove the stack's runtime files (sockets, VM directories), not the
+/// daemon's: before the stack starts again.
+pub fn remove_stack_files(paths: &Paths) {
+    let _ = std::fs::remove_dir_all(paths.vsock_dir());
+    for vm in ["torvm", "appvm"] {
+        let _ = std::fs::remove_dir_all(paths.vm_dir(vm));
+    }
+    let _ = std::fs::remove_file(paths.state_file());
 }
 
 #[cfg(test)]

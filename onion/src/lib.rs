@@ -7,7 +7,10 @@
 //!
 //! - [`ServiceKey`]: the ed25519 identity of a v3 onion service, its
 //!   [`OnionAddress`], and the `ED25519-V3:` key blob that tor's control-port
-//!   `ADD_ONION` takes.
+//!   `ADD_ONION` takes. A key is made here (a seed) or imported from the
+//!   `hs_ed25519_secret_key` file of a service that tor made, to keep its
+//!   address; either exports to that file again ([`KeyFileError`] says why a
+//!   file or a stored key is refused).
 //! - [`OnionAddress`]: a checked v3 address (length, base32, checksum, version,
 //!   and a public key that is a point of the curve without torsion, as tor
 //!   checks).
@@ -15,6 +18,10 @@
 //!   `ClientAuthV3=` value for `ADD_ONION`, the `authorized_clients/*.auth`
 //!   line and the `*.auth_private` line that tor's `ClientOnionAuthDir` and Tor
 //!   Browser take.
+//! - [`ClientPublicKey`]: the public half alone, for a client who made their
+//!   key pair themselves and gives only that: the host then never holds the
+//!   client's private key ([`ClientPublicKeyError`] says why a pasted key is
+//!   refused).
 //! - [`qr_terminal`], [`qr_svg`], [`qr_png`]: QR codes of such text, for a
 //!   person to carry an address or a key to a phone.
 //!
@@ -30,9 +37,9 @@ mod qr;
 mod service;
 
 pub use address::{AddressError, OnionAddress, ONION_SUFFIX};
-pub use client::ClientKey;
+pub use client::{ClientKey, ClientPublicKey, ClientPublicKeyError};
 pub use qr::{qr_png, qr_svg, qr_terminal, QrError};
-pub use service::ServiceKey;
+pub use service::{ExpandedKeyError, KeyFileError, ServiceKey};
 pub use zeroize::Zeroizing;
 
 /// Why a key could not be made.

@@ -1,5 +1,6 @@
 //! Against the real tor: the keys, addresses and lines this crate makes are the
-//! ones tor computes, accepts and writes.
+//! ones tor computes, accepts and writes; and a key that tor made itself is
+//! imported here with the address that tor gave it.
 //!
 //! Each test starts its own Debian `tor` (`/usr/sbin/tor`, or `$TOR`) with a
 //! temporary DataDirectory, `DisableNetwork 1` (it never touches the network),
@@ -11,14 +12,14 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use data_encoding::{BASE64, HEXLOWER};
-use tails_onion::{ClientKey, OnionAddress, ServiceKey};
+use tails_onion::{ClientKey, ClientPublicKey, KeyFileError, OnionAddress, ServiceKey};
 
 /// RFC 8032 test 1 seed; tor's own test vector gives its address.
 const RFC8032_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
@@ -134,29 +135,29 @@ impl Tor {
             port: 0,
             dir,
         };
+        tor.port = tor.wait_for("opening its control port", |_| {
+            // "PORT=127.0.0.1:NNNN\n", written once the listener is open.
+            let text = fs::read_to_string(&port_file).ok()?;
+            text.trim().strip_prefix("PORT=127.0.0.1:")?.parse().ok()
+        });
+        tor
+    }
+
+    /// Polls `probe` until it gives a value; fails the test when tor exits
+    /// first or has not got there within PATIENCE.
+    fn wait_for<T>(&mut self, what: &str, mut probe: impl FnMut(&Tor) -> Option<T>) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Ok(text) = fs::read_to_string(&port_file) {
-                // "PORT=127.0.0.1:NNNN\n", written once the listener is open.
-                if let Some(port) = text
-                    .trim()
-                    .strip_prefix("PORT=127.0.0.1:")
-                    .and_then(|p| p.parse().ok())
-                {
-                    tor.port = port;
-                    return tor;
-                }
+            if let Some(value) = probe(self) {
+                return value;
             }
-            if let Ok(Some(status)) = tor.child.try_wait() {
-                panic!(
-                    "tor exited ({status}) before opening its control port:\n{}",
-                    tor.log()
-                );
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tor exited ({status}) before {what}:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "tor did not start:\n{}",
-                tor.log()
+                "tor took more than {PATIENCE:?} before {what}:\n{}",
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -168,6 +169,22 @@ impl Tor {
 
     fn log(&self) -> String {
         fs::read_to_string(self.path("tor.log")).unwrap_or_default()
+    }
+
+    /// The contents of a file that tor writes (such as a HiddenServiceDir's
+    /// `hostname`), once it is there.
+    fn wait_for_file(&mut self, name: &str) -> Vec<u8> {
+        self.wait_for(&format!("writing {name}"), |tor| {
+            fs::read(tor.path(name))
+                .ok()
+                .filter(|bytes| !bytes.is_empty())
+        })
+    }
+
+    /// A HiddenServiceDir's `hostname`, as tor wrote it.
+    fn hostname(&mut self, hidden_service_dir: &str) -> String {
+        let bytes = self.wait_for_file(&format!("{hidden_service_dir}/hostname"));
+        String::from_utf8(bytes).unwrap()
     }
 
     /// An authenticated control connection.
@@ -290,6 +307,17 @@ fn add_onion(key: &ServiceKey, clients: &[String]) -> String {
     command
 }
 
+/// Sends [`add_onion`] and checks that tor hosts the key's service with
+/// these clients: it answers the key's ServiceID and each client key back.
+fn assert_tor_hosts(control: &mut Control, key: &ServiceKey, clients: &[String]) -> Reply {
+    let reply = control.command(&add_onion(key, clients));
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let ours = key.onion_address().without_suffix();
+    assert_eq!(reply.value("ServiceID"), Some(ours.as_str()), "{reply:?}");
+    assert_eq!(reply.values("ClientAuthV3").collect::<Vec<_>>(), clients);
+    reply
+}
+
 #[test]
 fn tor_computes_our_address_from_our_key() {
     let tor = Tor::start("", |_| {});
@@ -309,11 +337,8 @@ fn tor_computes_our_address_from_our_key() {
         }
         // With client authorization (what Tails Server does) and without.
         for clients in [vec![client.public_base32()], vec![]] {
-            let reply = control.command(&add_onion(key, &clients));
-            assert_eq!(reply.code, 250, "{reply:?}");
-            assert_eq!(reply.value("ServiceID"), Some(ours.as_str()), "{reply:?}");
+            let reply = assert_tor_hosts(&mut control, key, &clients);
             assert_eq!(reply.value("PrivateKey"), None, "DiscardPK: {reply:?}");
-            assert_eq!(reply.values("ClientAuthV3").collect::<Vec<_>>(), clients);
             assert_eq!(control.current_onions(), vec![ours.clone()]);
             let parsed: OnionAddress = format!("{ours}.onion").parse().unwrap();
             assert_eq!(parsed, key.onion_address());
@@ -334,14 +359,7 @@ fn tor_takes_several_client_keys_in_either_case() {
         .public_base32()
         .to_uppercase();
     let carol = ClientKey::generate().unwrap().public_base32();
-    let clients = vec![alice, bob, carol];
-    let reply = control.command(&add_onion(&key, &clients));
-    assert_eq!(reply.code, 250, "{reply:?}");
-    assert_eq!(
-        reply.value("ServiceID"),
-        Some(key.onion_address().without_suffix().as_str())
-    );
-    assert_eq!(reply.values("ClientAuthV3").collect::<Vec<_>>(), clients);
+    assert_tor_hosts(&mut control, &key, &[alice, bob, carol]);
 }
 
 #[test]
@@ -385,14 +403,111 @@ fn tor_refuses_malformed_client_keys() {
     assert!(control.current_onions().is_empty());
 }
 
-/// tor's on-disk form of a service key: a 32-byte header, then the 64-byte
-/// expanded secret key (src/lib/crypt_ops/crypto_format.c,
-/// `crypto_write_tagged_contents_to_file`).
-fn hs_secret_key_file(key: &ServiceKey) -> Vec<u8> {
-    let mut file = b"== ed25519v1-secret: type0 ==".to_vec();
-    file.resize(32, 0);
-    file.extend_from_slice(key.tor_expanded_secret_key().as_slice());
-    file
+/// Lays out a HiddenServiceDir as tor wants it (mode 0700) holding our
+/// `hs_ed25519_secret_key` of the key (mode 0600).
+fn hidden_service_dir(dir: &Path, key: &ServiceKey) {
+    private_dir(dir);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join("hs_ed25519_secret_key"))
+        .unwrap();
+    file.write_all(&key.to_tor_secret_key_file()).unwrap();
+}
+
+/// The torrc lines of a HiddenServiceDir `{dir}/<name>`.
+fn hidden_service(name: &str) -> String {
+    format!("HiddenServiceDir {{dir}}/{name}\nHiddenServicePort 80 127.0.0.1:1\n")
+}
+
+/// What a tor that made a service key itself left in its HiddenServiceDir.
+struct TorMadeService {
+    hostname: String,
+    secret_key_file: Vec<u8>,
+    public_key_file: Vec<u8>,
+}
+
+/// Starts a tor with an empty HiddenServiceDir, so that tor generates the
+/// key, and takes what it wrote there.
+fn tor_made_service() -> TorMadeService {
+    let mut tor = Tor::start(&hidden_service("hs"), |_| {});
+    TorMadeService {
+        hostname: tor.hostname("hs"),
+        secret_key_file: tor.wait_for_file("hs/hs_ed25519_secret_key"),
+        public_key_file: tor.wait_for_file("hs/hs_ed25519_public_key"),
+    }
+}
+
+#[test]
+fn a_key_tor_made_is_imported_with_the_address_tor_computed() {
+    let made = tor_made_service();
+    let key = ServiceKey::from_tor_secret_key_file(&made.secret_key_file).unwrap();
+    assert_eq!(format!("{}\n", key.onion_address()), made.hostname);
+    // Exported again, it is tor's file byte for byte; stored, it is the
+    // 64-byte expanded key and reads back as the same service.
+    assert_eq!(*key.to_tor_secret_key_file(), made.secret_key_file);
+    let stored = key.to_storage();
+    assert_eq!(stored.len(), ServiceKey::EXPANDED_LEN);
+    let again = ServiceKey::from_storage(&stored).unwrap();
+    assert_eq!(again.onion_address(), key.onion_address());
+    // tor's public key file beside it holds our public key, and is refused
+    // as the wrong file.
+    assert_eq!(&made.public_key_file[32..], key.public().as_slice());
+    assert_eq!(
+        ServiceKey::from_tor_secret_key_file(&made.public_key_file).unwrap_err(),
+        KeyFileError::PublicKeyFile
+    );
+
+    // Another tor, given the imported key over ADD_ONION, hosts that same
+    // service.
+    let other = Tor::start("", |_| {});
+    let reply = assert_tor_hosts(&mut other.control(), &again, &[]);
+    let service_id = made.hostname.trim_end().trim_end_matches(".onion");
+    assert_eq!(reply.value("ServiceID"), Some(service_id), "{reply:?}");
+}
+
+#[test]
+fn tor_reads_our_exported_key_files_of_both_forms() {
+    let made_here = ServiceKey::generate().unwrap();
+    let made = tor_made_service();
+    let imported = ServiceKey::from_tor_secret_key_file(&made.secret_key_file).unwrap();
+    assert_eq!(made_here.to_storage().len(), ServiceKey::SEED_LEN);
+    assert_eq!(imported.to_storage().len(), ServiceKey::EXPANDED_LEN);
+    let mut tor = Tor::start(
+        &(hidden_service("seed") + &hidden_service("expanded")),
+        |root| {
+            hidden_service_dir(&root.join("seed"), &made_here);
+            hidden_service_dir(&root.join("expanded"), &imported);
+        },
+    );
+    assert_eq!(
+        tor.hostname("seed"),
+        format!("{}\n", made_here.onion_address())
+    );
+    assert_eq!(
+        tor.hostname("expanded"),
+        format!("{}\n", imported.onion_address())
+    );
+    assert_eq!(tor.hostname("expanded"), made.hostname);
+    // tor kept our files as they were.
+    for (dir, key) in [("seed", &made_here), ("expanded", &imported)] {
+        let file = fs::read(tor.path(&format!("{dir}/hs_ed25519_secret_key"))).unwrap();
+        assert_eq!(file, *key.to_tor_secret_key_file(), "{dir}");
+    }
+}
+
+#[test]
+fn tor_takes_a_client_public_key_parsed_from_our_line() {
+    let tor = Tor::start("", |_| {});
+    let mut control = tor.control();
+    let key = ServiceKey::generate().unwrap();
+    let client = ClientKey::generate().unwrap();
+    let parsed = ClientPublicKey::parse(&format!("{}\n", client.auth_public_line())).unwrap();
+    let pasted = ClientPublicKey::parse(&client.public_base32().to_uppercase()).unwrap();
+    assert_eq!(parsed, pasted);
+    assert_eq!(parsed, client.public_key());
+    assert_tor_hosts(&mut control, &key, &[parsed.public_base32()]);
 }
 
 #[test]
@@ -407,7 +522,11 @@ fn tor_reads_our_key_file_and_authorized_clients() {
             let clients = hs.join("authorized_clients");
             private_dir(&clients);
             private_dir(&hs);
-            fs::write(hs.join("hs_ed25519_secret_key"), hs_secret_key_file(&key)).unwrap();
+            fs::write(
+                hs.join("hs_ed25519_secret_key"),
+                key.to_tor_secret_key_file(),
+            )
+            .unwrap();
             fs::write(clients.join("alice.auth"), alice.auth_public_line() + "\n").unwrap();
             fs::write(clients.join("bob.auth"), bob.auth_public_line()).unwrap();
             // A broken one: tor warns about it, which shows that it reads

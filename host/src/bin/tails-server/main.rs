@@ -1,27 +1,17 @@
-//! `tails-server`: the command line and the host agent (daemon) of Tails Server.
-//!
-//! The daemon is the only trusted part: it builds or finds the guest images,
-//! starts vhost-device-vsock and both VMs, and serves this CLI on a root-only
-//! Unix socket. See DESIGN.md for what each layer may do.
+//! `tails-server`: the command line of Tails Server, a thin client of the
+//! daemon's API (`tails_server::api`). It renders what the daemon answers and
+//! never writes a state file, kills a process or touches the firewall
+//! itself. `tails-server daemon` runs the daemon (the library's) in the
+//! foreground; `image` and `testnet` are local tools that need no daemon.
 
-mod accel;
-mod agent;
-mod client;
-mod ctl;
-mod daemon;
-mod firewall;
-mod identity;
-mod paths;
-mod service_cli;
-mod services;
-mod stack;
-mod vhost;
-mod vmm;
+mod output;
+mod service_cmd;
+mod stack_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use paths::Paths;
-use tails_proto::Role;
+use tails_server::api::{Network, Role};
+use tails_server::Paths;
 
 #[derive(Parser)]
 #[command(
@@ -39,9 +29,9 @@ enum Cmd {
     /// Start the Tor VM and the App VM; returns when both agents are ready
     /// and tor has bootstrapped.
     Up {
-        /// The Tor network the Tor VM joins.
-        #[arg(long, value_enum, default_value = "public")]
-        network: ctl::Network,
+        /// The Tor network the Tor VM joins: public, local or none.
+        #[arg(long, default_value = "public", value_parser = parse_network)]
+        network: Network,
         /// A tor bridge line (without `Bridge`), e.g. `192.0.2.7:443 4352E58420E68F5E40BF7C74FADDCCD9D1349413`; repeatable (pluggable transports are not in the Tor VM image yet).
         #[arg(long = "bridge", value_name = "LINE", value_parser = parse_bridge)]
         bridges: Vec<String>,
@@ -94,9 +84,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
-    /// Run the host agent in the foreground (started by `up`).
+    /// Bring the stack up at boot (the systemd unit tails-server.service), or not.
+    Autostart {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// The Tor network the stack joins at boot: public, local or none.
+        #[arg(long, default_value = "public", value_parser = parse_network)]
+        network: Network,
+        /// A tor bridge line for the boot network; repeatable.
+        #[arg(long = "bridge", value_name = "LINE", value_parser = parse_bridge)]
+        bridges: Vec<String>,
+    },
+    /// Run the host agent in the foreground (started by `up`, or by systemd).
     #[command(hide = true)]
-    Daemon,
+    Daemon {
+        /// At boot: bring the stack up with the autostart settings.
+        #[arg(long)]
+        boot: bool,
+    },
     /// Exit 0 if KVM really runs a guest here (used by the accelerator probe).
     #[command(hide = true)]
     ProbeKvm,
@@ -140,10 +146,9 @@ enum ImageCmd {
     Show,
 }
 
-/// Log a line to the daemon's log (its stderr, redirected by the CLI).
-/// Never pass a secret or a guest's raw bytes: errors are already bounded.
-pub(crate) fn log(msg: impl std::fmt::Display) {
-    eprintln!("tails-server daemon: {msg}");
+fn parse_network(s: &str) -> Result<Network, String> {
+    Network::from_name(s)
+        .ok_or_else(|| format!("{s:?} is not a network: use public, local or none"))
 }
 
 /// A bridge line: one line of printable text, at most 1 KiB.
@@ -155,16 +160,6 @@ fn parse_bridge(s: &str) -> Result<String, String> {
     Ok(s.strip_prefix("Bridge ").unwrap_or(s).to_owned())
 }
 
-/// The inputs of the image build for this installation.
-pub fn image_inputs(paths: &Paths) -> tails_images::BuildInputs {
-    tails_images::BuildInputs {
-        torvm_agent: paths.agent("torvm"),
-        appvm_agent: paths.agent("appvm"),
-        services_dir: paths.services(),
-        cache_dir: paths.images.clone(),
-    }
-}
-
 fn require_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("tails-server must run as root (try `sudo tails-server …`)");
@@ -173,7 +168,7 @@ fn require_root() -> Result<()> {
 }
 
 fn image(paths: &Paths, cmd: ImageCmd) -> Result<()> {
-    let inputs = image_inputs(paths);
+    let inputs = tails_server::image_inputs(paths);
     for (what, p) in [
         ("Tor VM agent", &inputs.torvm_agent),
         ("App VM agent", &inputs.appvm_agent),
@@ -337,7 +332,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     if let Cmd::ProbeKvm = cli.cmd {
-        return Ok(if accel::probe_kvm().is_ok() { 0 } else { 1 });
+        return Ok(if tails_server::accel::probe_kvm().is_ok() {
+            0
+        } else {
+            1
+        });
     }
     require_root()?;
     let paths = Paths::from_env();
@@ -355,19 +354,33 @@ fn run(cli: Cli) -> Result<i32> {
         .build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Up { network, bridges } => client::up(&paths, network, bridges).await.map(|_| 0),
-            Cmd::Down => client::down(&paths).await.map(|_| 0),
-            Cmd::Status { json } => client::status(&paths, json).await.map(|_| 0),
+            Cmd::Up { network, bridges } => {
+                stack_cmd::up(&paths, network, bridges).await.map(|_| 0)
+            }
+            Cmd::Down => stack_cmd::down(&paths).await.map(|_| 0),
+            Cmd::Status { json } => stack_cmd::status(&paths, json).await.map(|_| 0),
             Cmd::Exec {
                 vm,
                 timeout,
                 stdin,
                 command,
-            } => client::exec(&paths, vm, command, timeout, stdin).await,
-            Cmd::Identity { json } => client::identity(&paths, json).await.map(|_| 0),
-            Cmd::List { json } => service_cli::list(&paths, json).map(|_| 0),
-            Cmd::Service(args) => service_cli::run(&paths, args).await,
-            Cmd::Daemon => daemon::run(paths).await.map(|_| 0),
+            } => stack_cmd::exec(&paths, vm, command, timeout, stdin).await,
+            Cmd::Identity { json } => stack_cmd::identity(&paths, json).await.map(|_| 0),
+            Cmd::List { json } => service_cmd::list(&paths, json).await.map(|_| 0),
+            Cmd::Service(args) => service_cmd::run(&paths, args).await,
+            Cmd::Autostart {
+                state,
+                network,
+                bridges,
+            } => service_cmd::autostart(&paths, state == "on", network, bridges)
+                .await
+                .map(|_| 0),
+            Cmd::Daemon { boot } => {
+                tails_server::daemon::run(paths, tails_server::daemon::Options { boot })
+                    .await
+                    .map_err(anyhow::Error::new)
+                    .map(|_| 0)
+            }
             Cmd::Image { .. } | Cmd::Testnet { .. } | Cmd::ProbeKvm => Ok(0),
         }
     })

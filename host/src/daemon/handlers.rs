@@ -1,0 +1,697 @@
+//! One short function per request. State changes go through the store (held
+//! by the supervisor, one writer) and the desired state; what runs is
+//! changed by the reconciler, which each changing request waits for.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tails_catalog::{OptionValue, Service};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{
+    ClientReport, Credentials, DesiredReport, ErrorKind, Network, OptionReport, Reply, Request,
+    ServiceAction, ServiceInfo, ServiceReport, ServiceSummary, StackReport, StatusReport,
+};
+use crate::error::DaemonError;
+use crate::services::{self, Client, ServiceState};
+use crate::supervisor::{Phase, StackWant, Supervisor};
+
+type Tx = mpsc::UnboundedSender<Reply>;
+type Result<T, E = DaemonError> = std::result::Result<T, E>;
+
+/// Host-wide settings (`<state>/settings.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    /// Bring the stack up at boot (through the systemd unit) on this network.
+    #[serde(default)]
+    pub autostart: Option<AutostartSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AutostartSettings {
+    pub network: Network,
+    pub bridges: Vec<String>,
+}
+
+pub struct Handlers {
+    sup: Arc<Supervisor>,
+    quit: watch::Sender<bool>,
+}
+
+const CLIENT_AUTH_OFF: &str = "client authorization is off: anyone who learns the address can reach the service, and a hosted onion service whose address leaks is far easier to locate than a client";
+
+impl Handlers {
+    pub fn new(sup: Arc<Supervisor>) -> Handlers {
+        Handlers {
+            sup,
+            quit: watch::channel(false).0,
+        }
+    }
+
+    pub fn quit_signal(&self) -> watch::Receiver<bool> {
+        self.quit.subscribe()
+    }
+
+    pub fn idle(&self) -> bool {
+        self.sup.idle()
+    }
+
+    pub async fn handle(&self, req: Request, tx: Tx) {
+        let reply = match req {
+            Request::Up { network, bridges } => self.up(network, bridges, &tx).await,
+            Request::Down => self.down().await,
+            Request::Status => self.status().await,
+            Request::Exec {
+                vm,
+                argv,
+                timeout_secs,
+                stdin,
+            } => self.exec(vm, argv, timeout_secs, stdin).await,
+            Request::List => Ok(self.list()),
+            Request::Service { service, action } => self.service(&service, action).await,
+            Request::Autostart {
+                on,
+                network,
+                bridges,
+            } => self.autostart(on, network, bridges).await,
+        };
+        let _ = tx.send(reply.unwrap_or_else(|e| Reply::Error(e.to_api())));
+    }
+
+    async fn up(&self, network: Network, bridges: Vec<String>, tx: &Tx) -> Result<Reply> {
+        if network == Network::None && !bridges.is_empty() {
+            return Err(DaemonError::BridgesNeedUplink);
+        }
+        if let Some(w) = self.sup.desired().stack {
+            if w.network != network {
+                return Err(DaemonError::OtherNetwork(w.network));
+            }
+            if self.sup.stack().is_some() {
+                return Ok(Reply::Done(format!(
+                    "tails-server is already up (network {network}; see `tails-server status`)"
+                )));
+            }
+        }
+        let autostart = self.autostart_services().await;
+        let mut progress = self.sup.subscribe_progress();
+        let gen = self.sup.want(|d| {
+            if d.stack.is_none() {
+                d.stack = Some(StackWant {
+                    network,
+                    bridges,
+                    confirmed: false,
+                });
+            }
+            for name in &autostart {
+                d.services.entry(name.clone()).or_insert(Phase::Enabled);
+            }
+        })?;
+        let settle = self.sup.settle(gen);
+        tokio::pin!(settle);
+        let round = loop {
+            tokio::select! {
+                r = &mut settle => break r,
+                m = progress.recv() => if let Ok(m) = m {
+                    let _ = tx.send(Reply::Progress(m));
+                },
+            }
+        };
+        round.stack.clone().map_err(ApiFailure)?;
+        for (name, r) in &round.services {
+            if let Err(e) = r {
+                let _ = tx.send(Reply::Progress(format!("{name} (autostart): {e}")));
+            }
+        }
+        let Some(stack) = self.sup.stack() else {
+            return Err(DaemonError::Busy);
+        };
+        if network == Network::None {
+            return Ok(Reply::Done(
+                "tails-server is up: both VMs are ready (no uplink, tor not started)".into(),
+            ));
+        }
+        Ok(wait_bootstrap(&stack, network, tx).await)
+    }
+
+    async fn autostart_services(&self) -> Vec<String> {
+        autostart_names(&self.sup).await
+    }
+
+    async fn down(&self) -> Result<Reply> {
+        let gen = self.sup.want(|d| *d = Default::default())?;
+        let round = self.sup.settle(gen).await;
+        let _ = self.quit.send(true);
+        round.stack.clone().map_err(ApiFailure)?;
+        Ok(Reply::Done("tails-server is down".into()))
+    }
+
+    async fn status(&self) -> Result<Reply> {
+        let desired = self.sup.desired();
+        let stack = match self.sup.stack() {
+            Some(s) => {
+                let mut vms = s.status().await;
+                let restarts = self.sup.restarts();
+                for vm in &mut vms {
+                    vm.restarts = restarts;
+                }
+                Some(StackReport {
+                    accel: s.accel.name().into(),
+                    backend: s.backend.into(),
+                    network: s.network(),
+                    vsock: s.vsock_state(),
+                    path_out: s.path_out(),
+                    vms,
+                })
+            }
+            None => None,
+        };
+        let services = desired
+            .services
+            .keys()
+            .map(|n| self.service_report(n, None))
+            .collect();
+        Ok(Reply::Status(Box::new(StatusReport {
+            daemon_pid: std::process::id(),
+            desired: DesiredReport {
+                up: desired.stack.is_some(),
+                network: desired.stack.as_ref().map(|w| w.network),
+                bridges: desired.stack.as_ref().map_or(0, |w| w.bridges.len()),
+                services: desired.services.keys().cloned().collect(),
+            },
+            stack,
+            supervisor: self.sup.report(),
+            host_firewall: crate::firewall::status(&crate::firewall::nft()),
+            services,
+        })))
+    }
+
+    /// The stack, or why requests to it cannot be served now.
+    fn running_stack(&self) -> Result<Arc<crate::stack::Stack>> {
+        match (self.sup.stack(), self.sup.desired().stack) {
+            (Some(s), _) => Ok(s),
+            (None, Some(_)) => Err(DaemonError::Busy),
+            (None, None) => Err(DaemonError::NotUp),
+        }
+    }
+
+    async fn exec(
+        &self,
+        vm: crate::api::Role,
+        argv: Vec<String>,
+        timeout_secs: u64,
+        stdin: Vec<u8>,
+    ) -> Result<Reply> {
+        let stack = self.running_stack()?;
+        let out = stack
+            .exec(
+                vm,
+                argv,
+                Duration::from_secs(timeout_secs.clamp(1, 3600)),
+                stdin,
+            )
+            .await?;
+        Ok(Reply::Exec(out))
+    }
+
+    fn list(&self) -> Reply {
+        let desired = self.sup.desired();
+        Reply::List(
+            self.sup
+                .catalog()
+                .iter()
+                .map(|s| ServiceSummary {
+                    name: s.name().to_owned(),
+                    description: s.description().to_owned(),
+                    icon_name: s.icon_name().to_owned(),
+                    enabled: desired.services.contains_key(s.name()),
+                })
+                .collect(),
+        )
+    }
+
+    fn service_report(&self, name: &str, st: Option<&ServiceState>) -> ServiceReport {
+        let (running, published, error) = self.sup.live(name);
+        ServiceReport {
+            name: name.to_owned(),
+            enabled: self.sup.desired().services.contains_key(name),
+            running,
+            published,
+            address: st.and_then(|s| s.address()).map(|a| a.to_string()),
+            error,
+        }
+    }
+
+    fn enabled(&self, name: &str) -> bool {
+        self.sup.desired().services.contains_key(name)
+    }
+
+    /// Apply a saved change to an enabled service now; `None` if it is not
+    /// enabled (the change applies at its next enable).
+    async fn apply_now(&self, name: &str) -> Result<Option<()>> {
+        if !self.enabled(name) {
+            return Ok(None);
+        }
+        let gen = self.sup.poke();
+        let round = self.sup.settle(gen).await;
+        match round.services.get(name) {
+            Some(Err(e)) => Err(ApiFailure(e.clone()).into()),
+            _ => Ok(Some(())),
+        }
+    }
+
+    async fn service(&self, name: &str, action: ServiceAction) -> Result<Reply> {
+        let svc = self
+            .sup
+            .catalog()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DaemonError::UnknownService(name.to_owned()))?;
+        match action {
+            ServiceAction::Info => self.info(&svc).await,
+            ServiceAction::State => {
+                let st = self.load(&svc).await?;
+                Ok(Reply::Service(self.service_report(name, Some(&st))))
+            }
+            ServiceAction::Enable => self.enable(&svc).await,
+            ServiceAction::Disable => self.disable(&svc).await,
+            ServiceAction::GetOption { option } => {
+                let st = self.load(&svc).await?;
+                let v = st.values.get(&option).ok_or_else(|| {
+                    services::ServiceError::from(tails_catalog::OptionError::Unknown {
+                        service: name.to_owned(),
+                        option: option.clone(),
+                        known: svc.options().iter().map(|o| o.name().to_owned()).collect(),
+                    })
+                })?;
+                Ok(Reply::Value(v.reveal().to_string()))
+            }
+            ServiceAction::SetOption { option, value } => {
+                self.set_option(&svc, &option, &value).await
+            }
+            ServiceAction::AddClient {
+                name: client,
+                public_key,
+            } => self.add_client(&svc, &client, public_key.as_deref()).await,
+            ServiceAction::RemoveClient { name: client } => self.remove_client(&svc, &client).await,
+            ServiceAction::Credentials { client } => {
+                let st = self.load(&svc).await?;
+                Ok(Reply::Credentials(Box::new(credentials(
+                    &svc,
+                    &st,
+                    client.as_deref(),
+                    None,
+                )?)))
+            }
+            ServiceAction::ImportKey { file, replace } => {
+                self.import_key(&svc, &file, replace).await
+            }
+            ServiceAction::ExportKey => {
+                let st = self.load(&svc).await?;
+                let key = st.key.as_ref().ok_or(services::ServiceError::NoAddress {
+                    service: name.to_owned(),
+                })?;
+                Ok(Reply::KeyFile(key.to_tor_secret_key_file().to_vec()))
+            }
+        }
+    }
+
+    async fn load(&self, svc: &Service) -> Result<ServiceState> {
+        let store = self.sup.store.lock().await;
+        Ok(services::load(&store, svc)?)
+    }
+
+    /// Load, change and save `svc`'s state under the store's lock.
+    async fn change<T>(
+        &self,
+        svc: &Service,
+        f: impl FnOnce(&mut ServiceState) -> Result<T>,
+    ) -> Result<(T, ServiceState)> {
+        let store = self.sup.store.lock().await;
+        let mut st = services::load(&store, svc)?;
+        let out = f(&mut st)?;
+        services::save(&store, svc, &st)?;
+        Ok((out, st))
+    }
+
+    async fn info(&self, svc: &Service) -> Result<Reply> {
+        let st = self.load(svc).await?;
+        let options = svc
+            .options()
+            .iter()
+            .filter_map(|o| {
+                let v = st.values.get(o.name())?;
+                let json = match v {
+                    OptionValue::Bool(b) => serde_json::json!(b),
+                    OptionValue::Int(i) => serde_json::json!(i),
+                    OptionValue::Port(p) => serde_json::json!(p),
+                    _ => serde_json::json!(v.to_string()),
+                };
+                Some(OptionReport {
+                    name: o.name().to_owned(),
+                    description: o.description().to_owned(),
+                    kind: o.kind().name().to_owned(),
+                    value: v.to_string(),
+                    json,
+                })
+            })
+            .collect();
+        Ok(Reply::Info(Box::new(ServiceInfo {
+            name: svc.name().to_owned(),
+            description: svc.description().to_owned(),
+            client_application: svc.client_application().to_owned(),
+            documentation: svc.documentation().to_owned(),
+            icon_name: svc.icon_name().to_owned(),
+            packages: svc.packages().to_vec(),
+            state: self.service_report(svc.name(), Some(&st)),
+            local_port: svc.default_target_port(),
+            remote_port: services::virtual_port(svc, &st.values),
+            persistent_paths: svc
+                .persistent_paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            options,
+            clients: st
+                .clients
+                .iter()
+                .map(|(n, c)| ClientReport {
+                    name: n.clone(),
+                    host_holds_key: matches!(c, Client::Held(_)),
+                })
+                .collect(),
+            client_auth: st.client_auth_on(),
+        })))
+    }
+
+    async fn enable(&self, svc: &Service) -> Result<Reply> {
+        let name = svc.name();
+        self.running_stack()?;
+        let ((), st) = self
+            .change(svc, |st| {
+                st.ensure_key()?;
+                st.ensure_first_client(name)?;
+                Ok(())
+            })
+            .await?;
+        crate::log(format!(
+            "enabling {name}: starting it in the App VM and publishing its onion service"
+        ));
+        let gen = self.sup.want(|d| {
+            d.services.entry(name.to_owned()).or_insert(Phase::Enabling);
+        })?;
+        let round = self.sup.settle(gen).await;
+        round.stack.clone().map_err(ApiFailure)?;
+        if let Some(Err(e)) = round.services.get(name) {
+            return Err(ApiFailure(e.clone()).into());
+        }
+        let address = st.address().map(|a| a.to_string()).unwrap_or_default();
+        let done = format!("{name} is enabled and published at {address}");
+        Ok(Reply::Credentials(Box::new(credentials(
+            svc,
+            &st,
+            None,
+            Some(done),
+        )?)))
+    }
+
+    async fn disable(&self, svc: &Service) -> Result<Reply> {
+        let name = svc.name();
+        if !self.enabled(name) {
+            return Ok(Reply::Done(format!("{name} is not enabled")));
+        }
+        let gen = self.sup.want(|d| {
+            d.services.remove(name);
+        })?;
+        self.sup.settle(gen).await;
+        Ok(Reply::Done(format!("{name} is disabled")))
+    }
+
+    async fn set_option(&self, svc: &Service, option: &str, value: &str) -> Result<Reply> {
+        let name = svc.name();
+        let parsed = svc
+            .parse_option(option, value)
+            .map_err(services::ServiceError::from)?;
+        let off = matches!(parsed, OptionValue::Bool(false))
+            && option == tails_catalog::CLIENT_AUTH_OPTION;
+        self.change(svc, |st| {
+            st.values.insert(option.to_owned(), parsed);
+            Ok(())
+        })
+        .await?;
+        let mut msg = Vec::new();
+        if off {
+            msg.push(format!("WARNING: {CLIENT_AUTH_OFF}. Turn it back on with `tails-server {name} set-option client-auth true`."));
+        }
+        msg.push(match self.apply_now(name).await? {
+            Some(()) => format!("{name}: {option} set and applied"),
+            None => format!("{name}: {option} set"),
+        });
+        Ok(Reply::Done(msg.join("\n")))
+    }
+
+    async fn add_client(
+        &self,
+        svc: &Service,
+        client: &str,
+        public_key: Option<&str>,
+    ) -> Result<Reply> {
+        let name = svc.name();
+        let ((), st) = self
+            .change(svc, |st| {
+                st.add_client(name, client, public_key)?;
+                st.ensure_key()?;
+                Ok(())
+            })
+            .await?;
+        let applied = self.apply_now(name).await?;
+        let done = format!(
+            "client {client} added{}",
+            if applied.is_some() {
+                " and authorized on the running service"
+            } else {
+                ""
+            }
+        );
+        if public_key.is_some() {
+            return Ok(Reply::Done(format!(
+                "{done} (its private key stays with its owner)"
+            )));
+        }
+        Ok(Reply::Credentials(Box::new(credentials(
+            svc,
+            &st,
+            Some(client),
+            Some(done),
+        )?)))
+    }
+
+    async fn remove_client(&self, svc: &Service, client: &str) -> Result<Reply> {
+        let name = svc.name();
+        self.change(svc, |st| Ok(st.remove_client(name, client)?))
+            .await?;
+        let applied = self.apply_now(name).await?;
+        Ok(Reply::Done(format!(
+            "client {client} revoked{}",
+            if applied.is_some() {
+                " on the running service"
+            } else {
+                ""
+            }
+        )))
+    }
+
+    async fn import_key(&self, svc: &Service, file: &[u8], replace: bool) -> Result<Reply> {
+        let name = svc.name();
+        let key = tails_onion::ServiceKey::from_tor_secret_key_file(file)
+            .map_err(services::ServiceError::KeyFile)?;
+        let address = key.onion_address();
+        if self.enabled(name) {
+            return Err(DaemonError::EnabledKeyImport(name.to_owned()));
+        }
+        self.change(svc, |st| {
+            if let Some(old) = st.address() {
+                if old != address && !replace {
+                    return Err(DaemonError::KeyExists {
+                        service: name.to_owned(),
+                        address: old.to_string(),
+                    });
+                }
+            }
+            st.key = Some(key);
+            Ok(())
+        })
+        .await?;
+        Ok(Reply::Done(format!("{name} now has the address {address}")))
+    }
+
+    async fn autostart(&self, on: bool, network: Network, bridges: Vec<String>) -> Result<Reply> {
+        if network == Network::None && !bridges.is_empty() {
+            return Err(DaemonError::BridgesNeedUplink);
+        }
+        crate::systemd::set_enabled(on)?;
+        let store = self.sup.store.lock().await;
+        let mut s: Settings = store.read_settings()?;
+        s.autostart = on.then_some(AutostartSettings { network, bridges });
+        store.write_settings(&s)?;
+        Ok(Reply::Done(if on {
+            format!("at boot, {} brings the stack up on the {network} network with the services whose autostart option is on", crate::systemd::UNIT)
+        } else {
+            format!(
+                "{} is disabled: nothing of Tails Server starts at boot",
+                crate::systemd::UNIT
+            )
+        }))
+    }
+}
+
+/// The services whose `autostart` option is on (their state readable).
+async fn autostart_names(sup: &Supervisor) -> Vec<String> {
+    let store = sup.store.lock().await;
+    sup.catalog()
+        .iter()
+        .filter(|svc| {
+            store.service_file(svc.name()).exists()
+                && services::load(&store, svc).is_ok_and(|st| services::autostart_on(&st.values))
+        })
+        .map(|svc| svc.name().to_owned())
+        .collect()
+}
+
+/// At boot: mark the services whose autostart option is on as enabled.
+pub async fn enable_autostart_services(sup: &Supervisor) {
+    let names = autostart_names(sup).await;
+    if let Err(e) = sup.want(|d| {
+        for n in names {
+            d.services.entry(n).or_insert(Phase::Enabled);
+        }
+    }) {
+        crate::log(format!("cannot record the autostart services: {e}"));
+    }
+}
+
+/// A reply error carried through as it was given.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApiFailure(pub crate::api::ApiError);
+
+impl From<ApiFailure> for DaemonError {
+    fn from(e: ApiFailure) -> Self {
+        DaemonError::Reported(e.0)
+    }
+}
+
+/// The credentials of one client, as a person passes them on.
+fn credentials(
+    svc: &Service,
+    st: &ServiceState,
+    client: Option<&str>,
+    done: Option<String>,
+) -> Result<Credentials> {
+    let name = svc.name();
+    let address = st.address().ok_or(services::ServiceError::NoAddress {
+        service: name.to_owned(),
+    })?;
+    let addr = address.to_string();
+    let info = svc
+        .render_connection_info(
+            &st.values,
+            &tails_catalog::Builtins {
+                address: &addr,
+                target_port: svc.default_target_port(),
+            },
+        )
+        .map_err(|source| services::ServiceError::Render {
+            service: name.to_owned(),
+            source,
+        })?;
+    let mut c = Credentials {
+        service: name.to_owned(),
+        address: addr,
+        connection_info: info,
+        client_auth: st.client_auth_on(),
+        client: None,
+        auth_private: None,
+        warnings: Vec::new(),
+        done,
+    };
+    if !st.client_auth_on() {
+        c.warnings.push(format!("WARNING: {CLIENT_AUTH_OFF}."));
+        return Ok(c);
+    }
+    let who = match client {
+        Some(n) => n.to_owned(),
+        None if st.clients.len() == 1 => st.clients.keys().next().cloned().unwrap_or_default(),
+        None => services::FIRST_CLIENT.to_owned(),
+    };
+    match st.clients.get(&who) {
+        Some(Client::Held(k)) => {
+            c.auth_private = Some(k.auth_private_line(&address).to_string());
+        }
+        Some(Client::PublicOnly(_)) => {
+            return Err(services::ServiceError::PublicOnly {
+                service: name.to_owned(),
+                client: who,
+            }
+            .into())
+        }
+        None => {
+            return Err(services::ServiceError::NoCredentials {
+                service: name.to_owned(),
+                client: who,
+            }
+            .into())
+        }
+    }
+    c.client = Some(who);
+    Ok(c)
+}
+
+/// Follow tor's bootstrap until 100 %, streaming it to the client. Past the
+/// deadline the stack stays up (tor keeps trying) and the client is told so.
+async fn wait_bootstrap(stack: &crate::stack::Stack, network: Network, tx: &Tx) -> Reply {
+    let limit = match network {
+        Network::Local => Duration::from_secs(180),
+        _ => Duration::from_secs(540),
+    };
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        match stack.tor_progress().await {
+            Ok(p) if p.progress >= 100 => {
+                crate::log("tor bootstrapped");
+                let _ = tx.send(Reply::Tor(p));
+                return Reply::Done(format!(
+                    "tails-server is up: both VMs are ready and tor is bootstrapped on the {network} network"
+                ));
+            }
+            Ok(p) if !p.running => {
+                return Reply::Error(crate::api::ApiError {
+                    kind: ErrorKind::Stack,
+                    message: format!("tor is not running in the Tor VM: {}", p.summary),
+                });
+            }
+            Ok(p) => {
+                if last.as_ref() != Some(&p) {
+                    crate::log(format!("tor bootstrap {}%: {}", p.progress, p.summary));
+                    let _ = tx.send(Reply::Tor(p.clone()));
+                    last = Some(p);
+                }
+            }
+            Err(e) => crate::log(format!("tor status: {e}")),
+        }
+        if start.elapsed() > limit {
+            let at = last
+                .map(|p| format!("{}%: {}", p.progress, p.summary))
+                .unwrap_or_else(|| "no progress".into());
+            return Reply::Error(crate::api::ApiError {
+                kind: ErrorKind::Stack,
+                message: format!(
+                    "tor has not bootstrapped after {} s ({at}); the VMs stay up and tor keeps trying: watch `tails-server status`, or stop with `tails-server down`",
+                    limit.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,103 @@
+//! The daemon: the one owner of the state and the supervisor of the stack.
+//!
+//! Started by `up` (or any command that needs it) or by its systemd unit;
+//! it takes the state lock, takes over from a daemon that died, starts the
+//! reconciler ([`crate::supervisor`]) and serves the API on a root-only Unix
+//! socket ([`transport`], with one function per request in [`handlers`]).
+//! It stops after `down`, or when nothing is asked of it and nobody talks to
+//! it, removing every runtime file.
+
+mod handlers;
+mod transport;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::DaemonError;
+use crate::paths::Paths;
+use crate::store::Store;
+use crate::supervisor::{Desired, StackWant, Supervisor};
+
+/// How long a daemon with nothing to supervise waits for a request.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// How the daemon was started.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Bring the stack up at once with the autostart settings (the systemd
+    /// unit at boot).
+    pub boot: bool,
+}
+
+/// Run the daemon in the foreground until it is told to stop.
+pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
+    let io = |what: &'static str, p: &std::path::Path| {
+        let path = p.display().to_string();
+        move |source| crate::store::StoreError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&paths.runtime).map_err(io("create", &paths.runtime))?;
+    std::fs::set_permissions(&paths.runtime, std::fs::Permissions::from_mode(0o711))
+        .map_err(io("chmod", &paths.runtime))?;
+    // One daemon per state: the lock is held for as long as we run.
+    let store = Store::open(&paths.state)?;
+    let sock = paths.control_socket();
+    if tokio::net::UnixStream::connect(&sock).await.is_ok() {
+        return Err(DaemonError::Busy);
+    }
+    // A desired state left by a daemon that died wins over the boot
+    // settings: it is what was asked last.
+    let left = paths.desired_file().exists();
+    let mut desired = match crate::supervisor::read_desired(&paths) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::log(format!("{e}: starting with nothing asked"));
+            Desired::default()
+        }
+    };
+    if opts.boot && !left {
+        let settings: handlers::Settings = store.read_settings()?;
+        if let Some(a) = settings.autostart {
+            desired.stack = Some(StackWant {
+                network: a.network,
+                bridges: a.bridges,
+                confirmed: true,
+            });
+        }
+    }
+    let found = crate::takeover::take_over(&paths, desired.stack.is_some());
+    let listener = tokio::net::UnixListener::bind(&sock).map_err(io("bind", &sock))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod", &sock))?;
+    std::fs::write(paths.daemon_pid(), std::process::id().to_string())
+        .map_err(io("write", &paths.daemon_pid()))?;
+    crate::store::write_json(&paths.desired_file(), &desired)?;
+    let (catalog, errors) = tails_catalog::Catalog::load_dir(&paths.services());
+    for e in errors {
+        crate::log(format!("skipping a service: {e}"));
+    }
+    let boot = opts.boot && !left && desired.stack.is_some();
+    let sup = Supervisor::new(paths.clone(), catalog, store, desired);
+    if let Some(f) = found {
+        sup.set_found_at_start(f);
+    }
+    if boot {
+        handlers::enable_autostart_services(&sup).await;
+    }
+    tokio::spawn(sup.clone().run());
+    crate::log(format!("listening on {}", sock.display()));
+    transport::serve(
+        listener,
+        Arc::new(handlers::Handlers::new(sup.clone())),
+        IDLE,
+    )
+    .await;
+    // Let the last reply reach its client before the socket goes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Only while the runtime directory is still ours.
+    if crate::takeover::daemon_pid(&paths) == Some(std::process::id()) {
+        crate::stack::remove_runtime(&paths);
+    }
+    crate::log("stopped");
+    Ok(())
+}

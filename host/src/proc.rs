@@ -1,0 +1,137 @@
+//! Processes of the stack seen from outside: identified by pid *and* start
+//! time (a pid alone may be reused by an unrelated process once the first
+//! one is gone), checked for life, and stopped.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// One process, as `/proc/<pid>/stat` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat`: clock ticks after boot.
+    pub start_time: u64,
+    /// Its command name (`comm`).
+    pub comm: String,
+}
+
+/// `(state, start time)` of `pid` from `/proc/<pid>/stat`.
+fn stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: read after
+    // the last ')'. Then: state (field 3) … starttime (field 22).
+    let (_, rest) = text.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl ProcId {
+    /// The process `pid` now, if it runs.
+    pub fn of(pid: u32) -> Option<ProcId> {
+        let (state, start_time) = stat(pid)?;
+        if matches!(state, 'Z' | 'X') {
+            return None;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        Some(ProcId {
+            pid,
+            start_time,
+            comm: comm.trim_end().to_owned(),
+        })
+    }
+
+    /// Is this very process (same pid, same start) still alive (not a zombie)?
+    pub fn alive(&self) -> bool {
+        matches!(stat(self.pid), Some((s, t)) if t == self.start_time && !matches!(s, 'Z' | 'X'))
+    }
+
+    /// `name (pid N)`.
+    pub fn describe(&self) -> String {
+        format!("{} (pid {})", self.comm, self.pid)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if self.alive() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig);
+        }
+    }
+
+    /// SIGKILL it (if it is still this process).
+    pub fn kill(&self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Is `pid` a live process? A zombie (such as a child not yet reaped) is not.
+pub fn pid_alive(pid: u32) -> bool {
+    matches!(stat(pid), Some((s, _)) if !matches!(s, 'Z' | 'X'))
+}
+
+/// SIGKILL each of `procs`, then wait (at most `limit`) until all are gone;
+/// whether they are.
+pub fn kill_all(procs: &[ProcId], limit: Duration) -> bool {
+    for p in procs {
+        p.kill();
+    }
+    let start = Instant::now();
+    while procs.iter().any(ProcId::alive) && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !procs.iter().any(ProcId::alive)
+}
+
+/// Stop a child: SIGTERM, then SIGKILL after `grace`; reaped either way.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_known_by_pid_and_start() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let id = ProcId::of(child.id()).expect("running");
+        assert_eq!(id.comm, "sleep");
+        assert!(id.alive());
+        let other = ProcId {
+            start_time: id.start_time + 1,
+            ..id.clone()
+        };
+        assert!(!other.alive(), "another start time is another process");
+        terminate(&mut child, Duration::from_secs(1));
+        assert!(!id.alive());
+        assert!(ProcId::of(id.pid).is_none());
+        assert!(!pid_alive(id.pid));
+    }
+
+    #[test]
+    fn kill_all_waits_for_the_end() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let id = ProcId::of(child.id()).expect("running");
+        // Reap it from another thread, as a parent would.
+        let t = std::thread::spawn(move || child.wait());
+        assert!(kill_all(std::slice::from_ref(&id), Duration::from_secs(5)));
+        assert!(t.join().expect("join").is_ok());
+    }
+}

@@ -1,0 +1,363 @@
+//! The host's kept state, with one writer: the daemon.
+//!
+//! - `<state>/lock`: held (flock) by the daemon for as long as it runs, so a
+//!   second daemon cannot write the same state at the same time.
+//! - `<state>/services/<name>/state.json`: one service's options, onion key
+//!   and authorized clients (0600, in 0700 directories).
+//! - `<state>/settings.json`: host-wide settings (autostart at boot).
+//!
+//! Every file carries a schema version and is written whole and durably:
+//! a temporary file in the same directory, fsync, rename over the old one,
+//! fsync of the directory ([`write_private`]). A file that cannot be parsed
+//! (truncated, corrupted, from a newer version) is an error naming the file,
+//! and is never written over: the person decides what to do with it.
+//!
+//! Serializing the changes is the caller's part: the daemon keeps its
+//! [`Store`] behind one lock, and loads, changes and saves under it.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The schema of the files written here.
+pub const SCHEMA: u32 = 1;
+
+/// Largest state file read (a service's state is a few KiB).
+const MAX_FILE: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("another tails-server daemon{} holds the state lock {path}: stop it first (`tails-server down`)", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { path: String, pid: Option<u32> },
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged ({reason}); nothing was changed: restore it from a backup, or move it away to start afresh (what it held is lost then)")]
+    Damaged { path: String, reason: String },
+    #[error("{path} has schema {found}, newer than this tails-server reads ({SCHEMA}): update tails-server")]
+    Schema { path: String, found: u32 },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Make `dir` (and its parents) and set it to `mode`.
+pub fn private_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", dir))
+}
+
+/// Write `bytes` to `path` whole and durably, mode 0600: a temporary file
+/// beside it, fsync, rename over `path`, fsync of the directory. A reader
+/// sees the old contents or the new ones, never a mix, also after a crash.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("write", &tmp)(e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("replace", path)(e));
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", dir))
+}
+
+/// Versioned envelope of every file.
+#[derive(Serialize)]
+struct Versioned<'a, T> {
+    schema: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// Read a JSON file: its schema version (0 for a file from before schema
+/// versions, which had none) and its contents; `None` if it does not exist.
+pub fn read_versioned(path: &Path) -> Result<Option<(u32, serde_json::Value)>, StoreError> {
+    use std::io::Read;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("read", path)(e)),
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io("read", path))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(damaged(path, format!("larger than {} KiB", MAX_FILE >> 10)));
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| damaged(path, e.to_string()))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(damaged(path, "not a JSON object".into()));
+    };
+    let schema = match obj.remove("schema") {
+        None => 0,
+        Some(s) => s
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| damaged(path, "its schema version is not a number".into()))?,
+    };
+    if schema > SCHEMA {
+        return Err(StoreError::Schema {
+            path: path.display().to_string(),
+            found: schema,
+        });
+    }
+    Ok(Some((schema, v)))
+}
+
+/// The error for a file that cannot be read as what it should be.
+pub fn damaged(path: &Path, reason: String) -> StoreError {
+    StoreError::Damaged {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// Read a JSON file of the current schema; `None` if it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    match read_versioned(path)? {
+        None => Ok(None),
+        Some((SCHEMA, v)) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| damaged(path, e.to_string())),
+        Some((n, _)) => Err(damaged(
+            path,
+            format!("schema {n} is not readable any more"),
+        )),
+    }
+}
+
+/// Write a versioned JSON file with [`write_private`].
+pub fn write_json<T: Serialize>(path: &Path, body: &T) -> Result<(), StoreError> {
+    let v = Versioned {
+        schema: SCHEMA,
+        body,
+    };
+    let bytes = serde_json::to_vec_pretty(&v).map_err(|e| StoreError::Io {
+        what: "encode",
+        path: path.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    write_private(path, &bytes)
+}
+
+/// The state directory, locked for this process.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    /// Held open (and flock'ed) for as long as the store lives.
+    _lock: File,
+}
+
+impl Store {
+    /// Take the state directory `dir` (made 0700 if needed) for this
+    /// process; fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        private_dir(dir, 0o700)?;
+        let path = dir.join("lock");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+                pid,
+            });
+        }
+        // Whose lock it is, for the error a second daemon gives.
+        let _ = f.set_len(0);
+        let _ = f.write_all(format!("{}\n", std::process::id()).as_bytes());
+        Ok(Store {
+            dir: dir.to_owned(),
+            _lock: f,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<state>/services/<name>/state.json`.
+    pub fn service_file(&self, name: &str) -> PathBuf {
+        self.dir.join("services").join(name).join("state.json")
+    }
+
+    /// Read a service's file; `None` if it has none yet.
+    pub fn read_service<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        read_json(&self.service_file(name))
+    }
+
+    /// A service's file with its schema version (for files from before).
+    pub fn read_service_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u32, serde_json::Value)>, StoreError> {
+        read_versioned(&self.service_file(name))
+    }
+
+    /// Write a service's file (its directories 0700).
+    pub fn write_service<T: Serialize>(&self, name: &str, body: &T) -> Result<(), StoreError> {
+        let path = self.service_file(name);
+        private_dir(&self.dir.join("services"), 0o700)?;
+        if let Some(d) = path.parent() {
+            private_dir(d, 0o700)?;
+        }
+        write_json(&path, body)
+    }
+
+    pub fn settings_file(&self) -> PathBuf {
+        self.dir.join("settings.json")
+    }
+
+    pub fn read_settings<T: DeserializeOwned + Default>(&self) -> Result<T, StoreError> {
+        Ok(read_json(&self.settings_file())?.unwrap_or_default())
+    }
+
+    pub fn write_settings<T: Serialize>(&self, body: &T) -> Result<(), StoreError> {
+        write_json(&self.settings_file(), body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ts-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Thing {
+        n: u32,
+        s: String,
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_dir_is_refused() {
+        let d = tmp("lock");
+        let first = Store::open(&d).expect("first");
+        let e = Store::open(&d).expect_err("second");
+        assert!(
+            matches!(e, StoreError::Locked { pid: Some(p), .. } if p == std::process::id()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("holds the state lock"), "{e}");
+        drop(first);
+        Store::open(&d).expect("free again once the first is gone");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn writes_are_whole_private_and_versioned() {
+        let d = tmp("write");
+        let s = Store::open(&d).expect("open");
+        let t = Thing {
+            n: 7,
+            s: "x".into(),
+        };
+        s.write_service("nginx", &t).expect("write");
+        let path = s.service_file("nginx");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().expect("dir")), 0o700);
+        assert_eq!(mode(&d), 0o700);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\"schema\": 1"), "{text}");
+        assert_eq!(s.read_service::<Thing>("nginx").expect("read"), Some(t));
+        assert_eq!(s.read_service::<Thing>("other").expect("read"), None);
+        // No temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn damaged_files_are_named_and_left_alone() {
+        let d = tmp("damaged");
+        let s = Store::open(&d).expect("open");
+        s.write_service("nginx", &Thing::default()).expect("write");
+        let path = s.service_file("nginx");
+        let full = std::fs::read(&path).expect("read");
+        for (what, bytes) in [
+            ("truncated", full[..full.len() / 2].to_vec()),
+            ("garbage", b"\x00\xffnot json".to_vec()),
+            ("no schema (an old file)", b"{\"n\":1,\"s\":\"\"}".to_vec()),
+            ("not an object", b"[1,2]".to_vec()),
+            (
+                "wrong shape",
+                b"{\"schema\":1,\"n\":\"one\",\"s\":\"\"}".to_vec(),
+            ),
+            ("empty", Vec::new()),
+        ] {
+            std::fs::write(&path, &bytes).expect("damage");
+            let e = s.read_service::<Thing>("nginx").expect_err(what);
+            let line = e.to_string();
+            assert!(matches!(e, StoreError::Damaged { .. }), "{what}: {line}");
+            assert!(line.contains(&path.display().to_string()), "{what}: {line}");
+            assert_eq!(line.lines().count(), 1, "{what}: {line}");
+            assert_eq!(
+                std::fs::read(&path).expect("read"),
+                bytes,
+                "{what}: untouched"
+            );
+        }
+        std::fs::write(&path, b"{\"schema\":99,\"n\":1,\"s\":\"\"}").expect("newer");
+        let e = s.read_service::<Thing>("nginx").expect_err("newer");
+        assert!(matches!(e, StoreError::Schema { found: 99, .. }), "{e}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

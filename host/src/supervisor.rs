@@ -1,0 +1,779 @@
+//! The supervisor: what should run, and making it so.
+//!
+//! The daemon records the desired state — the stack up on a network (or
+//! down) and the enabled services — in `<runtime>/desired.json`, so that a
+//! daemon started after one that died finds it. One task, the reconciler
+//! ([`Supervisor::run`]), is the only one that changes the stack: each round
+//! it compares what runs with what is asked and does the difference:
+//!
+//! 1. the stack: started if it should run and does not; if a part of it died
+//!    (a QEMU, vhost-device-vsock), what is left is stopped and the stack
+//!    started again, with bounded retries and backoff, the host table staying
+//!    loaded throughout (fail closed);
+//! 2. each enabled service: its [`Plan`](crate::services::Plan) (config,
+//!    command, onion ports, clients) is compared with what was applied; the
+//!    service is restarted in the App VM if its config changed, and its onion
+//!    service published again (same key, same address) if its ports or
+//!    clients changed; services no longer enabled are taken down.
+//!
+//! Requests change the desired state or the store, then wait for the first
+//! round that started after their change ([`Supervisor::settle`]), so many
+//! changes that arrive together are applied in one round, and none is lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tails_catalog::Catalog;
+use tails_proto::msg::{HostMsg, TorConfig, TorNetwork};
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::api::{ApiError, ErrorKind, Incident, Network, SupervisorReport};
+use crate::error::DaemonError;
+use crate::paths::{find_program, Paths};
+use crate::services::{self, Plan};
+use crate::stack::{Stack, StackError, UpError};
+use crate::store::Store;
+use crate::vmm::qemu::Qemu;
+
+/// Restarts of a stack that came up before, then the supervisor gives up
+/// (until the next request).
+pub const MAX_RESTARTS: u32 = 5;
+/// A stack that ran this long without dying gets its restart budget back.
+const HEALTHY: Duration = Duration::from_secs(600);
+/// How often the reconciler looks at the stack when nothing wakes it.
+const TICK: Duration = Duration::from_millis(500);
+
+/// How the stack should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackWant {
+    pub network: Network,
+    pub bridges: Vec<String>,
+    /// It came up at least once. Until then a failure to start it undoes
+    /// the request (`up` failed); after, the supervisor brings it back.
+    pub confirmed: bool,
+}
+
+/// An enabled service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Asked, never published yet: a failure undoes the request.
+    Enabling,
+    /// Published once: a failure is retried.
+    Enabled,
+}
+
+/// The desired state (`<runtime>/desired.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Desired {
+    pub stack: Option<StackWant>,
+    pub services: BTreeMap<String, Phase>,
+}
+
+/// What one round achieved, for the requests waiting on it.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// The request counter when the round started: every change counted
+    /// up to it was seen.
+    pub gen: u64,
+    pub stack: Result<(), ApiError>,
+    pub services: BTreeMap<String, Result<(), ApiError>>,
+}
+
+/// What runs of one service.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    start_id: Option<[u8; 32]>,
+    publish_id: Option<[u8; 32]>,
+    /// Service id of the published onion service.
+    published: Option<String>,
+    running: bool,
+    error: Option<String>,
+    /// Do not retry before this (after an error).
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+/// Restart bookkeeping.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// Restarts since the stack was last healthy for [`HEALTHY`].
+    attempts: u32,
+    /// Restarts in all, since this daemon started.
+    total: u32,
+    next_at: Option<Instant>,
+    last_start: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    incidents: VecDeque<Incident>,
+    last_error: Option<String>,
+    found_at_start: Option<String>,
+}
+
+pub struct Supervisor {
+    paths: Paths,
+    catalog: Catalog,
+    /// The one writer of the kept state: every load-change-save holds it.
+    pub store: tokio::sync::Mutex<Store>,
+    desired: Mutex<Desired>,
+    stack: Mutex<Option<Arc<Stack>>>,
+    live: Mutex<BTreeMap<String, Live>>,
+    record: Mutex<Record>,
+    restarts: Mutex<Restarts>,
+    requested: AtomicU64,
+    wake: Notify,
+    rounds: watch::Sender<Arc<Round>>,
+    progress: broadcast::Sender<String>,
+    started: SystemTime,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these small locks leaves consistent
+    // data (each is changed in one assignment): keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read the desired state a previous daemon left; the default if none.
+pub fn read_desired(paths: &Paths) -> Result<Desired, crate::store::StoreError> {
+    Ok(crate::store::read_json(&paths.desired_file())?.unwrap_or_default())
+}
+
+impl Supervisor {
+    pub fn new(paths: Paths, catalog: Catalog, store: Store, desired: Desired) -> Arc<Self> {
+        let (rounds, _) = watch::channel(Arc::new(Round {
+            gen: 0,
+            stack: Ok(()),
+            services: BTreeMap::new(),
+        }));
+        let (progress, _) = broadcast::channel(256);
+        Arc::new(Supervisor {
+            paths,
+            catalog,
+            store: tokio::sync::Mutex::new(store),
+            desired: Mutex::new(desired),
+            stack: Mutex::new(None),
+            live: Mutex::new(BTreeMap::new()),
+            record: Mutex::new(Record::default()),
+            restarts: Mutex::new(Restarts::default()),
+            requested: AtomicU64::new(0),
+            wake: Notify::new(),
+            rounds,
+            progress,
+            started: SystemTime::now(),
+        })
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The running stack, if any.
+    pub fn stack(&self) -> Option<Arc<Stack>> {
+        lock(&self.stack).clone()
+    }
+
+    pub fn desired(&self) -> Desired {
+        lock(&self.desired).clone()
+    }
+
+    /// Change the desired state (saved at once); returns the request number
+    /// to [`settle`](Self::settle) on.
+    pub fn want(&self, change: impl FnOnce(&mut Desired)) -> Result<u64, DaemonError> {
+        {
+            let mut d = lock(&self.desired);
+            let mut next = d.clone();
+            change(&mut next);
+            crate::store::write_json(&self.paths.desired_file(), &next)?;
+            *d = next;
+        }
+        Ok(self.poke())
+    }
+
+    /// Count a change (made already) and wake the reconciler.
+    pub fn poke(&self) -> u64 {
+        let gen = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        gen
+    }
+
+    /// Wait for the first round that saw request `gen`.
+    pub async fn settle(&self, gen: u64) -> Arc<Round> {
+        let mut rx = self.rounds.subscribe();
+        loop {
+            let r = rx.borrow_and_update().clone();
+            if r.gen >= gen {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                // The reconciler is gone (the daemon is stopping).
+                return Arc::new(Round {
+                    gen,
+                    stack: Err(ApiError {
+                        kind: ErrorKind::Busy,
+                        message: "the daemon is stopping; try again".into(),
+                    }),
+                    services: BTreeMap::new(),
+                });
+            }
+        }
+    }
+
+    /// Steps of a stack start, as they happen.
+    pub fn subscribe_progress(&self) -> broadcast::Receiver<String> {
+        self.progress.subscribe()
+    }
+
+    /// Note something that happened (shown by `status`, logged).
+    pub fn incident(&self, what: impl Into<String>) {
+        let what = what.into();
+        crate::log(&what);
+        let mut r = lock(&self.record);
+        if r.incidents.len() >= 50 {
+            r.incidents.pop_front();
+        }
+        r.incidents.push_back(Incident {
+            at: now_secs(),
+            what,
+        });
+    }
+
+    pub fn set_found_at_start(&self, what: String) {
+        self.incident(format!("at start: {what}"));
+        lock(&self.record).found_at_start = Some(what);
+    }
+
+    pub fn report(&self) -> SupervisorReport {
+        let r = lock(&self.record);
+        SupervisorReport {
+            daemon_started: self
+                .started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            found_at_start: r.found_at_start.clone(),
+            incidents: r.incidents.iter().cloned().collect(),
+            last_error: r.last_error.clone(),
+        }
+    }
+
+    /// How many times the stack was restarted by this daemon.
+    pub fn restarts(&self) -> u32 {
+        lock(&self.restarts).total
+    }
+
+    /// What runs of `name`: (running, published service id, last error).
+    pub fn live(&self, name: &str) -> (bool, bool, Option<String>) {
+        let live = lock(&self.live);
+        match live.get(name) {
+            Some(l) => (l.running, l.published.is_some(), l.error.clone()),
+            None => (false, false, None),
+        }
+    }
+
+    /// Nothing is asked and nothing runs: the daemon may go.
+    pub fn idle(&self) -> bool {
+        let d = lock(&self.desired);
+        d.stack.is_none() && d.services.is_empty() && lock(&self.stack).is_none()
+    }
+
+    /// The reconciler. Runs until the daemon stops.
+    pub async fn run(self: Arc<Self>) {
+        let mut last_gen = u64::MAX;
+        loop {
+            let gen = self.requested.load(Ordering::SeqCst);
+            let round = self.reconcile(gen, gen != last_gen).await;
+            last_gen = gen;
+            {
+                let mut rec = lock(&self.record);
+                rec.last_error = match (
+                    &round.stack,
+                    round.services.values().find_map(|r| r.as_ref().err()),
+                ) {
+                    (Err(e), _) => Some(e.message.clone()),
+                    (Ok(()), Some(e)) => Some(e.message.clone()),
+                    _ => None,
+                };
+            }
+            self.rounds.send_replace(Arc::new(round));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    async fn reconcile(&self, gen: u64, asked: bool) -> Round {
+        let desired = self.desired();
+        let (stack, restarted) = match self.reconcile_stack(&desired).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = e.to_api();
+                // An enable that cannot even start is undone, not left
+                // pending: the person was told it failed.
+                let enabling: Vec<String> = desired
+                    .services
+                    .iter()
+                    .filter(|(_, p)| **p == Phase::Enabling)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if !enabling.is_empty() {
+                    let _ = self.want(|d| {
+                        for n in &enabling {
+                            d.services.remove(n);
+                        }
+                    });
+                }
+                let services = desired
+                    .services
+                    .keys()
+                    .map(|n| (n.clone(), Err(e.clone())))
+                    .collect();
+                return Round {
+                    gen,
+                    stack: Err(e),
+                    services,
+                };
+            }
+        };
+        let services = match stack {
+            Some(stack) => {
+                let retry_due = {
+                    let live = lock(&self.live);
+                    live.values()
+                        .any(|l| l.retry_at.is_some_and(|t| t <= Instant::now()))
+                };
+                if asked || restarted || retry_due {
+                    self.reconcile_services(&stack, &desired).await
+                } else {
+                    self.last_service_results(&desired)
+                }
+            }
+            None => BTreeMap::new(),
+        };
+        Round {
+            gen,
+            stack: Ok(()),
+            services,
+        }
+    }
+
+    /// The services' results without doing anything (nothing changed).
+    fn last_service_results(&self, desired: &Desired) -> BTreeMap<String, Result<(), ApiError>> {
+        let live = lock(&self.live);
+        desired
+            .services
+            .keys()
+            .map(|n| {
+                let r = match live.get(n).and_then(|l| l.error.clone()) {
+                    Some(message) => Err(ApiError {
+                        kind: ErrorKind::Stack,
+                        message,
+                    }),
+                    None => Ok(()),
+                };
+                (n.clone(), r)
+            })
+            .collect()
+    }
+
+    /// Bring the stack to what is asked; the running stack (if it should
+    /// run) and whether it was (re)started in this round.
+    async fn reconcile_stack(
+        &self,
+        desired: &Desired,
+    ) -> Result<(Option<Arc<Stack>>, bool), DaemonError> {
+        let current = self.stack();
+        let Some(want) = desired.stack.clone() else {
+            if let Some(s) = current {
+                self.take_down_services(&s).await;
+                s.down().await;
+                *lock(&self.stack) = None;
+                crate::stack::remove_stack_files(&self.paths);
+                *lock(&self.restarts) = Restarts::default();
+                crate::log("the stack is down");
+            }
+            return Ok((None, false));
+        };
+        if let Some(s) = current {
+            match s.dead_part() {
+                None => {
+                    let mut r = lock(&self.restarts);
+                    if r.last_start.is_some_and(|t| t.elapsed() > HEALTHY) {
+                        r.attempts = 0;
+                    }
+                    return Ok((Some(s), false));
+                }
+                Some((part, how)) => {
+                    self.incident(format!(
+                        "{part} died ({how}); stopping the rest of the stack to start it again (the host firewall stays loaded)"
+                    ));
+                    lock(&self.live).clear();
+                    s.stop_for_restart().await;
+                    *lock(&self.stack) = None;
+                    let mut r = lock(&self.restarts);
+                    r.next_at = Some(Instant::now());
+                }
+            }
+        }
+        // The stack should run and does not.
+        {
+            let r = lock(&self.restarts);
+            if want.confirmed {
+                if r.attempts >= MAX_RESTARTS {
+                    return Err(DaemonError::GaveUp {
+                        attempts: r.attempts,
+                    });
+                }
+                if let Some(t) = r.next_at {
+                    if t > Instant::now() {
+                        return Err(DaemonError::RestartPending {
+                            secs: (t - Instant::now()).as_secs() + 1,
+                        });
+                    }
+                }
+            }
+        }
+        let restart = want.confirmed;
+        if restart {
+            let n = {
+                let mut r = lock(&self.restarts);
+                r.attempts += 1;
+                r.total += 1;
+                r.attempts
+            };
+            self.incident(format!(
+                "starting the stack again (attempt {n} of {MAX_RESTARTS}, network {})",
+                want.network
+            ));
+        }
+        crate::stack::remove_stack_files(&self.paths);
+        let progress = self.progress.clone();
+        let say = move |m: String| {
+            crate::log(&m);
+            let _ = progress.send(m);
+        };
+        let t0 = Instant::now();
+        match start_stack(&self.paths, &want, &say).await {
+            Ok(stack) => {
+                let stack = Arc::new(stack);
+                *lock(&self.stack) = Some(stack.clone());
+                lock(&self.live).clear();
+                {
+                    let mut r = lock(&self.restarts);
+                    r.last_start = Some(Instant::now());
+                    r.next_at = None;
+                }
+                if restart {
+                    self.incident(format!(
+                        "the stack is back ({:.1} s); publishing the enabled services again",
+                        t0.elapsed().as_secs_f64()
+                    ));
+                } else {
+                    let _ = self.want(|d| {
+                        if let Some(w) = d.stack.as_mut() {
+                            w.confirmed = true;
+                        }
+                    });
+                }
+                Ok((Some(stack), true))
+            }
+            Err(e) => {
+                if restart {
+                    let mut r = lock(&self.restarts);
+                    let delay = Duration::from_secs(1 << r.attempts.min(5));
+                    r.next_at = Some(Instant::now() + delay);
+                    drop(r);
+                    self.incident(format!(
+                        "the stack did not start: {e}; trying again in {} s",
+                        delay.as_secs()
+                    ));
+                } else {
+                    // `up` failed: nothing half-done is kept.
+                    crate::log(format!("up failed: {e}"));
+                    let _ = self.want(|d| *d = Desired::default());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Take every live service down (before the stack goes).
+    async fn take_down_services(&self, stack: &Stack) {
+        let names: Vec<String> = lock(&self.live).keys().cloned().collect();
+        for n in names {
+            self.take_down(stack, &n).await;
+        }
+    }
+
+    /// Remove `name`'s onion service and stop it; forget it.
+    async fn take_down(&self, stack: &Stack, name: &str) {
+        let live = lock(&self.live).remove(name).unwrap_or_default();
+        if let Some(sid) = &live.published {
+            if let Err(e) = stack.remove_onion(sid).await {
+                crate::log(format!("{name}: removing its onion service: {e}"));
+            }
+        }
+        if live.running {
+            let stop = HostMsg::StopService {
+                name: name.to_owned(),
+            };
+            if let Err(e) = stack.service(stop, name).await {
+                crate::log(format!("{name}: stopping it: {e}"));
+            }
+        }
+    }
+
+    async fn reconcile_services(
+        &self,
+        stack: &Arc<Stack>,
+        desired: &Desired,
+    ) -> BTreeMap<String, Result<(), ApiError>> {
+        let gone: Vec<String> = lock(&self.live)
+            .keys()
+            .filter(|n| !desired.services.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            crate::log(format!("{n}: taking it down"));
+            self.take_down(stack, &n).await;
+        }
+        let mut results = BTreeMap::new();
+        for (name, phase) in &desired.services {
+            {
+                let live = lock(&self.live);
+                if let Some(t) = live.get(name).and_then(|l| l.retry_at) {
+                    if t > Instant::now() {
+                        let message = live
+                            .get(name)
+                            .and_then(|l| l.error.clone())
+                            .unwrap_or_default();
+                        results.insert(
+                            name.clone(),
+                            Err(ApiError {
+                                kind: ErrorKind::Stack,
+                                message,
+                            }),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let r = self.apply(stack, name).await;
+            let r = match r {
+                Ok(()) => {
+                    if let Some(l) = lock(&self.live).get_mut(name) {
+                        l.error = None;
+                        l.retry_at = None;
+                        l.failures = 0;
+                    }
+                    if *phase == Phase::Enabling {
+                        let _ = self.want(|d| {
+                            if let Some(p) = d.services.get_mut(name) {
+                                *p = Phase::Enabled;
+                            }
+                        });
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    let e = e.to_api();
+                    if *phase == Phase::Enabling {
+                        // Nothing half-done: the enable is undone.
+                        self.take_down(stack, name).await;
+                        let _ = self.want(|d| {
+                            d.services.remove(name);
+                        });
+                        crate::log(format!("{name}: enable failed: {}", e.message));
+                    } else {
+                        let mut live = lock(&self.live);
+                        let l = live.entry(name.clone()).or_default();
+                        l.failures += 1;
+                        let delay = Duration::from_secs(1 << l.failures.min(6));
+                        l.retry_at = Some(Instant::now() + delay);
+                        l.error = Some(e.message.clone());
+                        drop(live);
+                        self.incident(format!(
+                            "{name}: {}; trying again in {} s",
+                            e.message,
+                            delay.as_secs()
+                        ));
+                    }
+                    Err(e)
+                }
+            };
+            results.insert(name.clone(), r);
+        }
+        results
+    }
+
+    /// Make what runs of `name` what its state asks.
+    async fn apply(&self, stack: &Arc<Stack>, name: &str) -> Result<(), DaemonError> {
+        let svc = self
+            .catalog
+            .get(name)
+            .ok_or_else(|| DaemonError::UnknownService(name.to_owned()))?;
+        let plan: Plan = {
+            let store = self.store.lock().await;
+            let st = services::load(&store, svc)?;
+            services::plan(svc, &st)?
+        };
+        let live = lock(&self.live).get(name).cloned().unwrap_or_default();
+        let need_start = !live.running || live.start_id != Some(plan.start_id);
+        let need_publish = live.published.is_none() || live.publish_id != Some(plan.publish_id);
+        if !need_start && !need_publish {
+            return Ok(());
+        }
+        let sid = plan.address.without_suffix();
+        if live.running && need_start {
+            crate::log(format!("{name}: its configuration changed: restarting it"));
+            let stop = HostMsg::StopService {
+                name: name.to_owned(),
+            };
+            stack.service(stop, name).await?;
+            self.update(name, |l| l.running = false);
+        }
+        if let (Some(old), true) = (&live.published, need_publish) {
+            crate::log(format!(
+                "{name}: its onion service changed (ports or clients): publishing it again"
+            ));
+            stack.remove_onion(old).await?;
+            self.update(name, |l| l.published = None);
+        }
+        let start = async {
+            if need_start {
+                stack
+                    .service(HostMsg::StartService(plan.start.clone()), name)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let publish = async {
+            if need_publish {
+                stack.publish_onion(plan.publish.clone()).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        // Both at once: the service starts in the App VM while tor builds
+        // and uploads the descriptor.
+        let (started, published) = tokio::join!(start, publish);
+        if let Ok(Some(true)) = started {
+            self.update(name, |l| {
+                l.running = true;
+                l.start_id = Some(plan.start_id);
+            });
+        }
+        if let Ok(Some((got, uploads))) = &published {
+            self.update(name, |l| {
+                l.published = Some(sid.clone());
+                l.publish_id = Some(plan.publish_id);
+            });
+            if *got != sid {
+                return Err(DaemonError::WrongServiceId);
+            }
+            crate::log(format!(
+                "{name} published at {} ({uploads} descriptor upload(s))",
+                plan.address
+            ));
+        }
+        match (started, published) {
+            (Err(e), _) | (_, Err(e)) => Err(e.into()),
+            (Ok(Some(false)), _) => Err(DaemonError::ServiceDied(name.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut Live)) {
+        f(lock(&self.live).entry(name.to_owned()).or_default());
+    }
+}
+
+/// Start a stack for `want`: find QEMU, vhost-device-vsock and the images,
+/// choose the accelerator, and bring both VMs up (see [`Stack::up`]).
+pub async fn start_stack(
+    paths: &Paths,
+    want: &StackWant,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<Stack, DaemonError> {
+    let qemu =
+        find_program("qemu-system-x86_64").ok_or(DaemonError::Missing("qemu-system-x86_64"))?;
+    let vhost =
+        find_program("vhost-device-vsock").ok_or(DaemonError::Missing("vhost-device-vsock"))?;
+    let inputs = crate::image_inputs(paths);
+    let images = tails_images::find(&inputs)
+        .map_err(DaemonError::ImageCache)?
+        .ok_or(DaemonError::NoImages)?;
+    let mut testnet_subnet = None;
+    let bridges = want.bridges.clone();
+    let tor = match want.network {
+        Network::None => None,
+        Network::Public => Some(TorConfig {
+            network: TorNetwork::Public,
+            bridges,
+        }),
+        Network::Local => {
+            let cfg = tails_testnet::Config::default();
+            testnet_subnet = Some(tails_testnet::subnet(&cfg).map_err(DaemonError::Testnet)?);
+            let options = tokio::task::spawn_blocking(move || tails_testnet::join_options(&cfg))
+                .await?
+                .map_err(DaemonError::Testnet)?;
+            Some(TorConfig {
+                network: TorNetwork::Local { options },
+                bridges,
+            })
+        }
+    };
+    progress("choosing the accelerator".into());
+    let torvm_user = crate::stack::user(crate::stack::USERS[1].0, crate::stack::USERS[1].1)?;
+    let (p, q, k) = (paths.clone(), qemu.clone(), images.vmlinux.clone());
+    let accel = tokio::task::spawn_blocking(move || {
+        crate::accel::detect(
+            &p,
+            &q,
+            &k,
+            torvm_user,
+            &crate::stack::vm_groups(crate::accel::Accel::Kvm),
+        )
+    })
+    .await?;
+    let bridges = tor.as_ref().map(|t| t.bridges.clone()).unwrap_or_default();
+    let upstreams = crate::firewall::upstreams(testnet_subnet.as_deref(), &bridges)
+        .map_err(DaemonError::Upstreams)?;
+    let backend = Qemu { binary: qemu };
+    let stack = Stack::up(
+        paths,
+        &backend,
+        &images,
+        &vhost,
+        accel,
+        crate::stack::Uplink { tor, upstreams },
+        progress,
+    )
+    .await
+    .map_err(|e: UpError| DaemonError::Up(Box::new(e)))?;
+    Ok(stack)
+}
+
+impl From<StackError> for DaemonError {
+    fn from(e: StackError) -> Self {
+        DaemonError::Stack(Box::new(e))
+    }
+}

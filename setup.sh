@@ -113,6 +113,10 @@ for a in torvm appvm; do
 done
 rm -f "$LIBDIR"/services/*.yaml
 install -m 0644 services/*.yaml "$LIBDIR/services/"
+# The systemd unit (not enabled: `tails-server autostart on` does that).
+install -d -m 0755 /etc/systemd/system
+install -m 0644 host/tails-server.service /etc/systemd/system/tails-server.service
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 say "installed $PREFIX/bin/tails-server and $LIBDIR"
 
 # 7. Guest images (cached by a hash of their inputs).

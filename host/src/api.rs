@@ -382,6 +382,10 @@ pub struct ServiceReport {
     pub enabled: bool,
     pub running: bool,
     pub published: bool,
+    /// How many clients the published onion service authorizes (`None`
+    /// while it is not published).
+    #[serde(default)]
+    pub published_clients: Option<usize>,
     /// The onion address (computed on the host from the key).
     pub address: Option<String>,
     /// Why it is not as asked, if it is not.

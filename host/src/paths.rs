@@ -64,6 +64,14 @@ impl Paths {
     pub fn vsock_uds(&self, vm: &str) -> PathBuf {
         self.vsock_dir().join(format!("{vm}.vsock"))
     }
+    /// The internal link's directory (the Tor VM's user's, 0700).
+    pub fn link_dir(&self) -> PathBuf {
+        self.runtime.join("link")
+    }
+    /// The internal link's listening end, held by the App VM's QEMU.
+    pub fn link_socket(&self) -> PathBuf {
+        self.link_dir().join("internal.sock")
+    }
     /// `vm`'s private directory, owned by its QEMU user.
     pub fn vm_dir(&self, vm: &str) -> PathBuf {
         self.runtime.join(vm)

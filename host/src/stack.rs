@@ -62,6 +62,12 @@ pub enum UpError {
     },
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each of these locks guards one assignment at a time: a panic cannot
+    // leave the data half-changed.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
     move |source| UpError::Io {
         path: path.display().to_string(),
@@ -89,6 +95,7 @@ pub struct Uplink {
 }
 
 /// One VM of the stack.
+#[derive(Clone)]
 struct Member {
     role: Role,
     vm: Arc<dyn Vm>,
@@ -99,13 +106,53 @@ struct Member {
 pub struct Stack {
     paths: Paths,
     vhost: std::sync::Mutex<VhostVsock>,
-    members: Vec<Member>,
+    members: std::sync::Mutex<Vec<Member>>,
+    /// What a member is started again from.
+    images: tails_images::Images,
+    launcher: Box<dyn Backend>,
+    users: Users,
     pub accel: Accel,
     pub backend: &'static str,
     /// How the Tor VM's tor runs; `None`: the Tor VM has no uplink at all.
     pub tor: Option<TorConfig>,
     /// The nft program that loaded the host table (and removes it).
     nft: std::path::PathBuf,
+}
+
+/// A part of the stack that can die on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A VM's QEMU.
+    Vm(Role),
+    /// vhost-device-vsock (both VMs' vsock).
+    Vsock,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::Vm(Role::Torvm) => "the Tor VM's QEMU",
+            Part::Vm(Role::Appvm) => "the App VM's QEMU",
+            Part::Vsock => "vhost-device-vsock",
+        })
+    }
+}
+
+/// The unprivileged users of the stack's processes: (uid, gid) each.
+#[derive(Debug, Clone, Copy)]
+struct Users {
+    vsock: (u32, u32),
+    torvm: (u32, u32),
+    appvm: (u32, u32),
+}
+
+impl Users {
+    fn of(&self, role: Role) -> (u32, u32) {
+        match role {
+            Role::Torvm => self.torvm,
+            Role::Appvm => self.appvm,
+        }
+    }
 }
 
 /// What `up` reports as it goes.
@@ -163,7 +210,7 @@ fn spec(
     images: &tails_images::Images,
     accel: Accel,
     owner: (u32, u32),
-    link: std::os::fd::OwnedFd,
+    link: NicLink,
     uplink: bool,
 ) -> VmSpec {
     let name = role.name();
@@ -202,7 +249,7 @@ fn spec(
         nics: {
             let mut nics = vec![Nic {
                 mac: mac.into(),
-                link: NicLink::StreamFd(link),
+                link,
             }];
             if uplink && role == Role::Torvm {
                 nics.push(Nic {
@@ -253,6 +300,14 @@ impl Announcement {
         }
     }
 
+    /// Watching only what is written to `console_log` from now on (a VM
+    /// started again, whose log holds the last run's line).
+    fn from_end(role: Role, console_log: &Path) -> Self {
+        let mut a = Self::new(role);
+        a.offset = std::fs::metadata(console_log).map(|m| m.len()).unwrap_or(0);
+        a
+    }
+
     /// Has the line appeared (or has the console filled 4 MiB without it)?
     fn seen(&mut self, console_log: &Path) -> bool {
         use std::io::{Read, Seek, SeekFrom};
@@ -279,6 +334,7 @@ async fn wait_ready(
     paths: &Paths,
     role: Role,
     vm: Arc<dyn Vm>,
+    mut announced: Announcement,
     deadline: Duration,
 ) -> Result<Agent, UpError> {
     let start = Instant::now();
@@ -290,7 +346,6 @@ async fn wait_ready(
         reason,
         log: log.clone(),
     };
-    let mut announced = Announcement::new(role);
     let mut last = "the agent has not announced itself on the console".to_string();
     loop {
         if let Some(how) = vm.exited() {
@@ -320,7 +375,7 @@ impl Stack {
     /// Bring the stack up. On error everything started so far is stopped.
     pub async fn up(
         paths: &Paths,
-        backend: &dyn Backend,
+        backend: Box<dyn Backend>,
         images: &tails_images::Images,
         vhost_bin: &Path,
         accel: Accel,
@@ -347,7 +402,11 @@ impl Stack {
             table: crate::firewall::table_name(),
             source,
         })?;
-        let users = [vsock_user, torvm_user, appvm_user];
+        let users = Users {
+            vsock: vsock_user,
+            torvm: torvm_user,
+            appvm: appvm_user,
+        };
         let fenced = Self::up_fenced(
             paths,
             backend,
@@ -373,19 +432,25 @@ impl Stack {
     #[allow(clippy::too_many_arguments)]
     async fn up_fenced(
         paths: &Paths,
-        backend: &dyn Backend,
+        backend: Box<dyn Backend>,
         images: &tails_images::Images,
         vhost_bin: &Path,
         accel: Accel,
         tor: Option<TorConfig>,
         nft: std::path::PathBuf,
-        [vsock_user, torvm_user, appvm_user]: [(u32, u32); 3],
+        users: Users,
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
+        let Users {
+            vsock: vsock_user,
+            torvm: torvm_user,
+            appvm: appvm_user,
+        } = users;
         mkdir(&paths.log, (0, 0), 0o700)?;
         mkdir(&paths.vsock_dir(), vsock_user, 0o711)?;
         mkdir(&paths.vm_dir("torvm"), torvm_user, 0o700)?;
         mkdir(&paths.vm_dir("appvm"), appvm_user, 0o700)?;
+        mkdir(&paths.link_dir(), torvm_user, 0o700)?;
         for vm in ["torvm", "appvm"] {
             // A fresh console log per run.
             let p = paths.console_log(vm);
@@ -400,19 +465,19 @@ impl Stack {
             vsock_user,
             &[(Role::Torvm, torvm_user), (Role::Appvm, appvm_user)],
         )?;
-        let mut stack = Stack {
+        let stack = Stack {
             paths: paths.clone(),
             vhost: std::sync::Mutex::new(vhost),
-            members: Vec::new(),
-            accel,
+            members: std::sync::Mutex::new(Vec::new()),
+            images: images.clone(),
             backend: backend.name(),
+            launcher: backend,
+            users,
+            accel,
             tor,
             nft,
         };
-        match stack
-            .launch(backend, images, accel, torvm_user, appvm_user, progress)
-            .await
-        {
+        match stack.launch(progress).await {
             Ok(()) => Ok(stack),
             Err(e) => {
                 // The firewall goes in `up`, after this.
@@ -423,50 +488,74 @@ impl Stack {
         }
     }
 
-    async fn launch(
-        &mut self,
-        backend: &dyn Backend,
-        images: &tails_images::Images,
-        accel: Accel,
-        torvm_user: (u32, u32),
-        appvm_user: (u32, u32),
-        progress: Progress<'_>,
-    ) -> Result<(), UpError> {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(UpError::Link)?;
-        for (role, owner, end) in [(Role::Torvm, torvm_user, a), (Role::Appvm, appvm_user, b)] {
-            progress(format!("starting {role} ({})", accel.name()));
-            let vm: Arc<dyn Vm> = Arc::from(backend.launch(spec(
-                role,
-                &self.paths,
-                images,
-                accel,
-                owner,
-                end,
-                self.tor.is_some(),
-            ))?);
-            self.members.push(Member {
-                role,
-                vm,
-                started: Instant::now(),
-            });
+    /// The internal link's end for `role`: the App VM's QEMU gets a fresh
+    /// listening socket, the Tor VM's QEMU dials it (and dials again when
+    /// the App VM restarts); a restarted Tor VM dials the same listener.
+    fn link_end(&self, role: Role) -> Result<NicLink, UpError> {
+        let path = self.paths.link_socket();
+        match role {
+            Role::Torvm => Ok(NicLink::StreamConnect(path)),
+            Role::Appvm => {
+                let _ = std::fs::remove_file(&path);
+                let l = std::os::unix::net::UnixListener::bind(&path).map_err(io_err(&path))?;
+                // Only the Tor VM's QEMU (and root) may dial it; its
+                // directory is the Tor VM user's, 0700.
+                std::os::unix::fs::chown(&path, Some(self.users.torvm.0), Some(self.users.torvm.1))
+                    .map_err(io_err(&path))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_err(&path))?;
+                Ok(NicLink::StreamListen(l.into()))
+            }
         }
-        self.write_state();
-        let deadline = match accel {
+    }
+
+    /// Start `role`'s QEMU (not waiting for its agent).
+    fn spawn(&self, role: Role) -> Result<Member, UpError> {
+        let link = self.link_end(role)?;
+        let vm: Arc<dyn Vm> = Arc::from(self.launcher.launch(spec(
+            role,
+            &self.paths,
+            &self.images,
+            self.accel,
+            self.users.of(role),
+            link,
+            self.tor.is_some(),
+        ))?);
+        Ok(Member {
+            role,
+            vm,
+            started: Instant::now(),
+        })
+    }
+
+    fn ready_deadline(&self) -> Duration {
+        match self.accel {
             Accel::Kvm => Duration::from_secs(60),
             Accel::Tcg => Duration::from_secs(180),
-        };
-        let waits = self
-            .members
-            .iter()
-            .map(|m| wait_ready(&self.paths, m.role, m.vm.clone(), deadline));
+        }
+    }
+
+    async fn launch(&self, progress: Progress<'_>) -> Result<(), UpError> {
+        // The App VM first: its QEMU holds the link's listening end.
+        for role in [Role::Appvm, Role::Torvm] {
+            progress(format!("starting {role} ({})", self.accel.name()));
+            let m = self.spawn(role)?;
+            lock(&self.members).push(m);
+        }
+        self.write_state();
+        let members = self.members();
+        let deadline = self.ready_deadline();
+        let waits = members.iter().map(|m| {
+            wait_ready(
+                &self.paths,
+                m.role,
+                m.vm.clone(),
+                Announcement::new(m.role),
+                deadline,
+            )
+        });
         let results = futures::future::join_all(waits).await;
-        for (m, r) in self.members.iter().zip(results) {
+        for (m, r) in members.iter().zip(results) {
             let agent = r?;
             progress(format!(
                 "{} ready in {:.1} s (agent {})",
@@ -480,6 +569,55 @@ impl Stack {
             self.start_tor().await?;
         }
         Ok(())
+    }
+
+    /// Start `role`'s VM again after its QEMU died, the other VM and
+    /// vhost-device-vsock running on: a new QEMU on the same link (the
+    /// survivor's end reconnects) and vsock socket, then its agent, then
+    /// (Tor VM) tor. The host table stays loaded throughout.
+    pub async fn restart(&self, role: Role, progress: Progress<'_>) -> Result<(), UpError> {
+        if let Some(old) = self.member(role) {
+            stop_vm(&self.paths, &old, false).await;
+        }
+        let console = self.paths.console_log(role.name());
+        let announced = Announcement::from_end(role, &console);
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&console)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, b"\n---- tails-server: restarting this VM ----\n")
+            });
+        mkdir(&self.paths.vm_dir(role.name()), self.users.of(role), 0o700)?;
+        lock(&self.vhost).rearm(&self.paths, self.users.vsock, role, self.users.of(role))?;
+        progress(format!("starting {role} again ({})", self.accel.name()));
+        let m = self.spawn(role)?;
+        {
+            let mut members = lock(&self.members);
+            members.retain(|x| x.role != role);
+            members.push(m.clone());
+        }
+        self.write_state();
+        let agent = wait_ready(
+            &self.paths,
+            role,
+            m.vm.clone(),
+            announced,
+            self.ready_deadline(),
+        )
+        .await?;
+        progress(format!(
+            "{role} ready again in {:.1} s (agent {})",
+            m.started.elapsed().as_secs_f64(),
+            agent.version
+        ));
+        if role == Role::Torvm && self.tor.is_some() {
+            self.start_tor().await?;
+        }
+        Ok(())
+    }
+
+    fn members(&self) -> Vec<Member> {
+        lock(&self.members).clone()
     }
 
     /// The network the Tor VM's tor joins, as chosen at `up`.
@@ -520,7 +658,7 @@ impl Stack {
 
     /// The processes of the stack (for the state file).
     pub fn processes(&self) -> Vec<crate::proc::ProcId> {
-        let mut pids: Vec<u32> = self.members.iter().filter_map(|m| m.vm.pid()).collect();
+        let mut pids: Vec<u32> = self.members().iter().filter_map(|m| m.vm.pid()).collect();
         if let Ok(v) = self.vhost.lock() {
             pids.push(v.pid());
         }
@@ -541,27 +679,21 @@ impl Stack {
 
     /// The first part of the stack found dead, and how it ended; `None`
     /// while all of it runs.
-    pub fn dead_part(&self) -> Option<(&'static str, String)> {
-        for m in &self.members {
+    pub fn dead_part(&self) -> Option<(Part, String)> {
+        for m in &self.members() {
             if let Some(how) = m.vm.exited() {
-                return Some((
-                    match m.role {
-                        Role::Torvm => "the Tor VM's QEMU",
-                        Role::Appvm => "the App VM's QEMU",
-                    },
-                    how,
-                ));
+                return Some((Part::Vm(m.role), how));
             }
         }
         match self.vhost.lock().map(|mut v| v.exited()) {
-            Ok(Some(how)) => Some(("vhost-device-vsock", how)),
+            Ok(Some(how)) => Some((Part::Vsock, how)),
             Ok(None) => None,
-            Err(_) => Some(("vhost-device-vsock", "unknown (lock poisoned)".into())),
+            Err(_) => Some((Part::Vsock, "unknown (lock poisoned)".into())),
         }
     }
 
-    fn member(&self, role: Role) -> Option<&Member> {
-        self.members.iter().find(|m| m.role == role)
+    fn member(&self, role: Role) -> Option<Member> {
+        lock(&self.members).iter().find(|m| m.role == role).cloned()
     }
 
     /// Run a command in `role`'s guest through its agent.
@@ -632,7 +764,7 @@ impl Stack {
     /// Status of each VM, asked of the hypervisor and the agent.
     pub async fn status(&self) -> Vec<VmStatus> {
         let mut out = Vec::new();
-        for m in &self.members {
+        for m in &self.members() {
             let console_log = self.paths.console_log(m.role.name()).display().to_string();
             if let Some(how) = m.vm.exited() {
                 out.push(VmStatus {
@@ -711,7 +843,7 @@ impl Stack {
     }
 
     async fn stop_processes(&self, graceful: bool) {
-        for m in &self.members {
+        for m in &self.members() {
             stop_vm(&self.paths, m, graceful).await;
         }
         if let Ok(mut v) = self.vhost.lock() {
@@ -780,6 +912,7 @@ pub fn remove_runtime(paths: &Paths) {
 /// daemon's: before the stack starts again.
 pub fn remove_stack_files(paths: &Paths) {
     let _ = std::fs::remove_dir_all(paths.vsock_dir());
+    let _ = std::fs::remove_dir_all(paths.link_dir());
     for vm in ["torvm", "appvm"] {
         let _ = std::fs::remove_dir_all(paths.vm_dir(vm));
     }

@@ -34,9 +34,10 @@ use crate::api::{ApiError, ErrorKind, Incident, Network, SupervisorReport};
 use crate::error::DaemonError;
 use crate::paths::{find_program, Paths};
 use crate::services::{self, Plan};
-use crate::stack::{Stack, StackError, UpError};
+use crate::stack::{Part, Stack, StackError, UpError};
 use crate::store::Store;
 use crate::vmm::qemu::Qemu;
+use tails_proto::Role;
 
 /// Restarts of a stack that came up before, then the supervisor gives up
 /// (until the next request).
@@ -90,11 +91,23 @@ struct Live {
     publish_id: Option<[u8; 32]>,
     /// Service id of the published onion service.
     published: Option<String>,
+    /// Clients authorized in what was published.
+    clients: usize,
     running: bool,
     error: Option<String>,
     /// Do not retry before this (after an error).
     retry_at: Option<Instant>,
     failures: u32,
+}
+
+/// What runs of one service, as requests see it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveReport {
+    pub running: bool,
+    pub published: bool,
+    /// Clients authorized in the published onion service.
+    pub clients: Option<usize>,
+    pub error: Option<String>,
 }
 
 /// Restart bookkeeping.
@@ -130,6 +143,9 @@ pub struct Supervisor {
     rounds: watch::Sender<Arc<Round>>,
     progress: broadcast::Sender<String>,
     started: SystemTime,
+    /// A dead daemon's host table was kept at start (fail closed while the
+    /// stack was to come back): remove it if the stack is not to run.
+    orphan_table: Mutex<bool>,
 }
 
 fn now_secs() -> u64 {
@@ -172,6 +188,7 @@ impl Supervisor {
             rounds,
             progress,
             started: SystemTime::now(),
+            orphan_table: Mutex::new(false),
         })
     }
 
@@ -253,6 +270,11 @@ impl Supervisor {
         });
     }
 
+    /// The host table was left loaded by a dead daemon (see `orphan_table`).
+    pub fn adopt_table(&self) {
+        *lock(&self.orphan_table) = true;
+    }
+
     pub fn set_found_at_start(&self, what: String) {
         self.incident(format!("at start: {what}"));
         lock(&self.record).found_at_start = Some(what);
@@ -277,12 +299,17 @@ impl Supervisor {
         lock(&self.restarts).total
     }
 
-    /// What runs of `name`: (running, published service id, last error).
-    pub fn live(&self, name: &str) -> (bool, bool, Option<String>) {
+    /// What runs of `name`.
+    pub fn live(&self, name: &str) -> LiveReport {
         let live = lock(&self.live);
         match live.get(name) {
-            Some(l) => (l.running, l.published.is_some(), l.error.clone()),
-            None => (false, false, None),
+            Some(l) => LiveReport {
+                running: l.running,
+                published: l.published.is_some(),
+                clients: l.published.as_ref().map(|_| l.clients),
+                error: l.error.clone(),
+            },
+            None => LiveReport::default(),
         }
     }
 
@@ -408,6 +435,12 @@ impl Supervisor {
                 *lock(&self.restarts) = Restarts::default();
                 crate::log("the stack is down");
             }
+            if std::mem::take(&mut *lock(&self.orphan_table)) {
+                match crate::firewall::remove(&crate::firewall::nft()) {
+                    Ok(()) => self.incident("removed the host firewall a dead daemon left"),
+                    Err(e) => self.incident(format!("cannot remove the host firewall: {e}")),
+                }
+            }
             return Ok((None, false));
         };
         if let Some(s) = current {
@@ -419,13 +452,24 @@ impl Supervisor {
                     }
                     return Ok((Some(s), false));
                 }
+                Some((Part::Vm(role), how)) if self.may_restart() => {
+                    match self.restart_vm(&s, role, &how).await {
+                        Ok(()) => return Ok((Some(s), true)),
+                        Err(e) => self.incident(format!(
+                            "{role} did not come back ({e}); starting the whole stack again"
+                        )),
+                    }
+                    lock(&self.live).clear();
+                    *lock(&self.stack) = None;
+                    s.stop_for_restart().await;
+                }
                 Some((part, how)) => {
                     self.incident(format!(
                         "{part} died ({how}); stopping the rest of the stack to start it again (the host firewall stays loaded)"
                     ));
                     lock(&self.live).clear();
-                    s.stop_for_restart().await;
                     *lock(&self.stack) = None;
+                    s.stop_for_restart().await;
                     let mut r = lock(&self.restarts);
                     r.next_at = Some(Instant::now());
                 }
@@ -511,6 +555,57 @@ impl Supervisor {
                 Err(e)
             }
         }
+    }
+
+    /// Restarts are left in the budget.
+    fn may_restart(&self) -> bool {
+        lock(&self.restarts).attempts < MAX_RESTARTS
+    }
+
+    /// Start `role`'s VM again (the rest of the stack runs on); what ran in
+    /// it is forgotten, so the services are started or published again.
+    async fn restart_vm(&self, stack: &Stack, role: Role, how: &str) -> Result<(), UpError> {
+        let n = {
+            let mut r = lock(&self.restarts);
+            r.attempts += 1;
+            r.total += 1;
+            r.attempts
+        };
+        self.incident(format!(
+            "{} died ({how}); starting it again (attempt {n} of {MAX_RESTARTS}; the other VM runs on, the host firewall stays loaded)",
+            Part::Vm(role)
+        ));
+        {
+            let mut live = lock(&self.live);
+            for l in live.values_mut() {
+                match role {
+                    // The services ran there; the onion services stay
+                    // published in the Tor VM and point at them again.
+                    Role::Appvm => {
+                        l.running = false;
+                        l.start_id = None;
+                    }
+                    // Tor's onion services went with it.
+                    Role::Torvm => {
+                        l.published = None;
+                        l.publish_id = None;
+                    }
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let say = |m: String| crate::log(&m);
+        stack.restart(role, &say).await?;
+        lock(&self.restarts).last_start = Some(Instant::now());
+        self.incident(format!(
+            "{} is back ({:.1} s); starting and publishing the enabled services again",
+            match role {
+                Role::Torvm => "the Tor VM",
+                Role::Appvm => "the App VM",
+            },
+            t0.elapsed().as_secs_f64()
+        ));
+        Ok(())
     }
 
     /// Take every live service down (before the stack goes).
@@ -682,9 +777,11 @@ impl Supervisor {
             });
         }
         if let Ok(Some((got, uploads))) = &published {
+            let clients = plan.publish.client_auth.len();
             self.update(name, |l| {
                 l.published = Some(sid.clone());
                 l.publish_id = Some(plan.publish_id);
+                l.clients = clients;
             });
             if *got != sid {
                 return Err(DaemonError::WrongServiceId);
@@ -757,10 +854,10 @@ pub async fn start_stack(
     let bridges = tor.as_ref().map(|t| t.bridges.clone()).unwrap_or_default();
     let upstreams = crate::firewall::upstreams(testnet_subnet.as_deref(), &bridges)
         .map_err(DaemonError::Upstreams)?;
-    let backend = Qemu { binary: qemu };
+    let backend = Box::new(Qemu { binary: qemu });
     let stack = Stack::up(
         paths,
-        &backend,
+        backend,
         &images,
         &vhost,
         accel,

@@ -154,6 +154,25 @@ impl VhostVsock {
         Ok(VhostVsock { child })
     }
 
+    /// After `role`'s QEMU went away: vhost-device-vsock serves that VM
+    /// again on a new vhost-user socket; wait for it and give it to the VM's
+    /// user again (0600), before a new QEMU connects.
+    pub fn rearm(
+        &mut self,
+        paths: &Paths,
+        user: (u32, u32),
+        role: Role,
+        vm_user: (u32, u32),
+    ) -> Result<(), VhostError> {
+        let log = paths.vhost_log();
+        let vhost = paths.vhost_socket(role.name());
+        let uds = paths.vsock_uds(role.name());
+        wait_for(&vhost, &mut self.child, &log, Duration::from_secs(10))?;
+        wait_for(&uds, &mut self.child, &log, Duration::from_secs(10))?;
+        chown_mode(&vhost, vm_user.0, vm_user.1, 0o600)?;
+        chown_mode(&uds, user.0, user.1, 0o600)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

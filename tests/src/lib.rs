@@ -155,3 +155,23 @@ pub fn clean_start(runtime: &Path) {
     );
     assert!(!host_table_loaded(), "a host table is left from before");
 }
+
+/// The value of `key: value` in a YAML output of the CLI (one line each).
+pub fn yaml_field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// Poll `f` every 2 s until it returns Some, for at most `secs`.
+pub fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(secs) {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    None
+}

@@ -100,7 +100,22 @@ pub struct FreshClient {
 
 impl FreshClient {
     pub fn start(netns: &str, join_options: &[String], socks: SocketAddr) -> FreshClient {
-        let dir = std::env::temp_dir().join(format!("ts-fresh-client-{}", std::process::id()));
+        Self::with_keys(netns, join_options, socks, &[])
+    }
+
+    /// A client holding the `auth_private` lines given (one per service),
+    /// as Tor Browser would after a person pasted them.
+    pub fn with_keys(
+        netns: &str,
+        join_options: &[String],
+        socks: SocketAddr,
+        auth_private: &[&str],
+    ) -> FreshClient {
+        let dir = std::env::temp_dir().join(format!(
+            "ts-fresh-client-{}-{}",
+            std::process::id(),
+            socks.port()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("client dir");
         let mut torrc = String::new();
@@ -113,6 +128,17 @@ impl FreshClient {
             dir.join("data").display(),
             dir.join("tor.log").display()
         ));
+        if !auth_private.is_empty() {
+            let keys = dir.join("keys");
+            std::fs::create_dir_all(&keys).expect("keys dir");
+            std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .expect("chmod keys");
+            for (i, line) in auth_private.iter().enumerate() {
+                std::fs::write(keys.join(format!("k{i}.auth_private")), format!("{line}\n"))
+                    .expect("key file");
+            }
+            torrc.push_str(&format!("ClientOnionAuthDir {}\n", keys.display()));
+        }
         let path = dir.join("torrc");
         std::fs::write(&path, torrc).expect("torrc");
         let child = Command::new("ip")

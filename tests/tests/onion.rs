@@ -20,25 +20,6 @@ fn env() -> [(&'static str, &'static str); 1] {
     [("TAILS_SERVER_STATE_DIR", STATE)]
 }
 
-fn yaml_field(out: &str, key: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
-        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
-        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
-}
-
-/// Poll `f` until it returns Some, for at most `secs`.
-fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    None
-}
-
 #[test]
 fn nginx_onion_service_with_client_authorization() {
     clean_start(Path::new(RUNTIME));
@@ -96,8 +77,8 @@ fn nginx_onion_service_with_client_authorization() {
     let v: serde_json::Value = serde_json::from_str(&st.stdout).expect("json");
     assert_eq!(v["running"], true, "{v}");
     assert_eq!(v["published"], true, "{v}");
-    // Key files are 0600.
-    for f in ["onion.key", "state.json"] {
+    // The state file (options, onion key, client keys) is 0600.
+    for f in ["state.json"] {
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(Path::new(STATE).join("services/nginx").join(f))
                 .expect("state file")

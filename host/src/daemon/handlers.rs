@@ -231,14 +231,15 @@ impl Handlers {
     }
 
     fn service_report(&self, name: &str, st: Option<&ServiceState>) -> ServiceReport {
-        let (running, published, error) = self.sup.live(name);
+        let live = self.sup.live(name);
         ServiceReport {
             name: name.to_owned(),
             enabled: self.sup.desired().services.contains_key(name),
-            running,
-            published,
+            running: live.running,
+            published: live.published,
+            published_clients: live.clients,
             address: st.and_then(|s| s.address()).map(|a| a.to_string()),
-            error,
+            error: live.error,
         }
     }
 

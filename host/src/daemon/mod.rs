@@ -65,7 +65,8 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
             });
         }
     }
-    let found = crate::takeover::take_over(&paths, desired.stack.is_some());
+    let keep_table = desired.stack.is_some();
+    let found = crate::takeover::take_over(&paths, keep_table);
     let listener = tokio::net::UnixListener::bind(&sock).map_err(io("bind", &sock))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(io("chmod", &sock))?;
@@ -79,6 +80,9 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
     let boot = opts.boot && !left && desired.stack.is_some();
     let sup = Supervisor::new(paths.clone(), catalog, store, desired);
     if let Some(f) = found {
+        if keep_table {
+            sup.adopt_table();
+        }
         sup.set_found_at_start(f);
     }
     if boot {

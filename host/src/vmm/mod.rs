@@ -22,9 +22,14 @@ pub struct Disk {
 /// Where a NIC's frames go.
 #[derive(Debug)]
 pub enum NicLink {
-    /// One end of a connected stream socket pair; the other VM holds the other
-    /// end. No host interface exists for such a link.
-    StreamFd(OwnedFd),
+    /// The listening end of the internal link: a Unix stream socket the
+    /// host bound and listens on, handed over as a descriptor. QEMU accepts
+    /// the other VM's QEMU, and accepts it again after that one restarted.
+    StreamListen(OwnedFd),
+    /// The dialling end: QEMU connects to the listening end at this path (a
+    /// directory only the host and this VM's user reach), and connects again
+    /// when the other end goes away (a restarted VM).
+    StreamConnect(PathBuf),
     /// QEMU user-mode networking (slirp): the VM's connections out are made by
     /// the VM's QEMU process, as its unprivileged user. No host interface.
     User,

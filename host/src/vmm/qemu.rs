@@ -21,6 +21,9 @@ const SMBIOS_VERSION: &str = "1";
 /// BIOS date in the SMBIOS tables.
 const SMBIOS_DATE: &str = "01/01/2026";
 
+/// How often a dialling link end tries again while the other VM restarts.
+const LINK_RECONNECT_MS: u32 = 100;
+
 /// First descriptor number the NIC sockets get in QEMU.
 const FIRST_NIC_FD: RawFd = 3;
 const QMP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,8 +32,8 @@ pub struct Qemu {
     pub binary: PathBuf,
 }
 
-/// The QEMU command line for `spec` (the `i`-th stream-socket NIC is
-/// descriptor `FIRST_NIC_FD + i`).
+/// The QEMU command line for `spec` (the `i`-th listening stream-socket NIC
+/// is descriptor `FIRST_NIC_FD + i`).
 pub fn args(spec: &VmSpec) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
@@ -74,13 +77,17 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
     let mut next_fd = FIRST_NIC_FD;
     for (i, nic) in spec.nics.iter().enumerate() {
         let netdev = match &nic.link {
-            NicLink::StreamFd(_) => {
+            NicLink::StreamListen(_) => {
                 next_fd += 1;
                 format!(
-                    "stream,id=net{i},server=off,addr.type=fd,addr.str={}",
+                    "stream,id=net{i},server=on,addr.type=fd,addr.str={}",
                     next_fd - 1
                 )
             }
+            NicLink::StreamConnect(path) => format!(
+                "stream,id=net{i},server=off,addr.type=unix,addr.path={},reconnect-ms={LINK_RECONNECT_MS}",
+                path.display()
+            ),
             // No IPv6, no forwarded ports, no TFTP or SMB: outbound TCP/UDP only.
             NicLink::User => format!("user,id=net{i},ipv6=off"),
         };
@@ -148,7 +155,7 @@ impl Backend for Qemu {
         // assign, so the dup2 calls in the child cannot clobber one another.
         let mut high: Vec<OwnedFd> = Vec::new();
         for nic in &spec.nics {
-            let NicLink::StreamFd(fd) = &nic.link else {
+            let NicLink::StreamListen(fd) = &nic.link else {
                 continue;
             };
             let dup = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
@@ -311,6 +318,7 @@ mod tests {
 
     fn spec() -> VmSpec {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a: OwnedFd = a.into();
         VmSpec {
             name: "appvm".into(),
             uid: 1000,
@@ -329,7 +337,7 @@ mod tests {
             }],
             nics: vec![Nic {
                 mac: "00:11:22:33:44:55".into(),
-                link: NicLink::StreamFd(a.into()),
+                link: NicLink::StreamListen(a),
             }],
             vhost_vsock: "/run/x/appvm.vhost".into(),
             dir: "/run/x/appvm".into(),
@@ -376,7 +384,25 @@ mod tests {
         // The only NIC is the fd-passed stream link: no tap, no user networking.
         assert_eq!(
             after(&a, "-netdev"),
-            ["stream,id=net0,server=off,addr.type=fd,addr.str=3"]
+            ["stream,id=net0,server=on,addr.type=fd,addr.str=3"]
+        );
+        let mut torvm = spec();
+        torvm.nics = vec![
+            Nic {
+                mac: "00:55:44:33:22:11".into(),
+                link: NicLink::StreamConnect("/run/x/link/internal.sock".into()),
+            },
+            Nic {
+                mac: "52:54:00:12:34:56".into(),
+                link: NicLink::User,
+            },
+        ];
+        assert_eq!(
+            after(&args(&torvm), "-netdev"),
+            [
+                "stream,id=net0,server=off,addr.type=unix,addr.path=/run/x/link/internal.sock,reconnect-ms=100",
+                "user,id=net1,ipv6=off"
+            ]
         );
         assert!(after(&a, "-device")
             .contains(&"virtio-net-pci,netdev=net0,mac=00:11:22:33:44:55,romfile="));

@@ -247,7 +247,13 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
         },
         Action::Status { json } => match answer(ServiceAction::State).await? {
             Reply::Service(s) => {
-                let v = json!({"installed": true, "enabled": s.enabled, "running": s.running, "published": s.published});
+                let mut v = json!({"installed": true, "enabled": s.enabled, "running": s.running, "published": s.published});
+                if let Some(n) = s.published_clients {
+                    v["authorized-clients"] = json!(n);
+                }
+                if let Some(e) = &s.error {
+                    v["error"] = json!(e);
+                }
                 print(&v, json)?;
             }
             other => return Err(unexpected(&other)),

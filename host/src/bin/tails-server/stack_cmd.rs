@@ -150,7 +150,7 @@ pub async fn status(paths: &Paths, json: bool) -> Result<()> {
             );
         } else if let Some(st) = stale {
             println!(
-                "tails-server is down, but {}: `tails-server up` takes it over and brings back what was asked, `tails-server down` cleans up",
+                "tails-server is down, but {}: run `tails-server down` to clean up, or `tails-server up` to take it over and bring back what was asked",
                 st.describe()
             );
         } else {

@@ -48,6 +48,10 @@ impl Paths {
     pub fn state_file(&self) -> PathBuf {
         self.runtime.join("stack.json")
     }
+    /// What runs of each service (see the supervisor).
+    pub fn live_file(&self) -> PathBuf {
+        self.runtime.join("live.json")
+    }
     /// What the daemon is asked to keep running (see the supervisor).
     pub fn desired_file(&self) -> PathBuf {
         self.runtime.join("desired.json")

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tails_proto::msg::{ExecOutput, TorConfig, TorNetwork, TorProgress};
 use tails_proto::Role;
 
@@ -100,6 +100,8 @@ struct Member {
     role: Role,
     vm: Arc<dyn Vm>,
     started: Instant,
+    /// The same, on the wall clock (for the state file).
+    started_at: SystemTime,
 }
 
 /// A running stack.
@@ -165,6 +167,32 @@ pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
 pub struct StateFile {
     pub daemon_pid: u32,
     pub processes: Vec<crate::proc::ProcId>,
+    /// Each VM's QEMU, to take over.
+    #[serde(default)]
+    pub members: Vec<MemberRecord>,
+    #[serde(default)]
+    pub vhost: Option<crate::proc::ProcId>,
+    #[serde(default)]
+    pub accel: Option<Accel>,
+    /// The Tor VM's tor configuration (to start tor again in a restarted
+    /// Tor VM).
+    #[serde(default)]
+    pub tor: Option<TorConfig>,
+}
+
+/// One VM's QEMU in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub role: Role,
+    pub proc: crate::proc::ProcId,
+    /// Seconds since the Unix epoch when it started.
+    pub started: u64,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// What can go wrong with a request to a running stack.
@@ -488,6 +516,90 @@ impl Stack {
         }
     }
 
+    /// Take over the stack a daemon that died left running, from its state
+    /// file: its QEMUs and vhost-device-vsock by pid and start time. A QEMU
+    /// that is gone is taken over as dead (the supervisor starts it again);
+    /// without vhost-device-vsock there is nothing to take over.
+    pub fn adopt(
+        paths: &Paths,
+        file: &StateFile,
+        backend: Box<dyn Backend>,
+        images: &tails_images::Images,
+    ) -> Result<Stack, UpError> {
+        let users = Users {
+            vsock: user(USERS[0].0, USERS[0].1)?,
+            torvm: user(USERS[1].0, USERS[1].1)?,
+            appvm: user(USERS[2].0, USERS[2].1)?,
+        };
+        let vhost = match &file.vhost {
+            Some(p) if p.alive() => VhostVsock::adopt(p.clone()),
+            _ => {
+                return Err(UpError::Precondition(
+                    "vhost-device-vsock is gone: nothing to take over".into(),
+                ))
+            }
+        };
+        let accel = file
+            .accel
+            .ok_or_else(|| UpError::Precondition("the state file names no accelerator".into()))?;
+        let now = SystemTime::now();
+        let mut members = Vec::new();
+        for role in [Role::Appvm, Role::Torvm] {
+            let rec = file
+                .members
+                .iter()
+                .find(|m| m.role == role)
+                .ok_or_else(|| UpError::Precondition(format!("the state file names no {role}")))?;
+            let age = Duration::from_secs(unix_secs(now).saturating_sub(rec.started));
+            let started_at = now.checked_sub(age).unwrap_or(now);
+            members.push(Member {
+                role,
+                vm: Arc::from(crate::vmm::qemu::adopt(
+                    role.name(),
+                    rec.proc.clone(),
+                    paths.qmp_socket(role.name()),
+                )),
+                started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                started_at,
+            });
+        }
+        let stack = Stack {
+            paths: paths.clone(),
+            vhost: std::sync::Mutex::new(vhost),
+            members: std::sync::Mutex::new(members),
+            images: images.clone(),
+            backend: backend.name(),
+            launcher: backend,
+            users,
+            accel,
+            tor: file.tor.clone(),
+            nft: crate::firewall::nft(),
+        };
+        stack.write_state();
+        Ok(stack)
+    }
+
+    /// Kill each running VM whose agent does not answer (a taken-over
+    /// stack); the supervisor then starts it again. Which ones it killed.
+    pub async fn kill_unresponsive(&self) -> Vec<Role> {
+        let mut killed = Vec::new();
+        for m in self.members() {
+            if m.vm.exited().is_some() {
+                continue;
+            }
+            let ok = match Agent::connect(&self.paths.vsock_uds(m.role.name()), m.role).await {
+                Ok(mut a) => a.ping().await.is_ok(),
+                Err(_) => false,
+            };
+            if !ok {
+                m.vm.kill();
+                wait_exit(&m.vm, Duration::from_secs(3)).await;
+                killed.push(m.role);
+            }
+        }
+        killed
+    }
+
     /// The internal link's end for `role`: the App VM's QEMU gets a fresh
     /// listening socket, the Tor VM's QEMU dials it (and dials again when
     /// the App VM restarts); a restarted Tor VM dials the same listener.
@@ -525,6 +637,7 @@ impl Stack {
             role,
             vm,
             started: Instant::now(),
+            started_at: SystemTime::now(),
         })
     }
 
@@ -668,9 +781,24 @@ impl Stack {
     }
 
     fn write_state(&self) {
+        let members = self
+            .members()
+            .iter()
+            .filter_map(|m| {
+                Some(MemberRecord {
+                    role: m.role,
+                    proc: crate::proc::ProcId::of(m.vm.pid()?)?,
+                    started: unix_secs(m.started_at),
+                })
+            })
+            .collect();
         let st = StateFile {
             daemon_pid: std::process::id(),
             processes: self.processes(),
+            members,
+            vhost: lock(&self.vhost).proc_id(),
+            accel: Some(self.accel),
+            tor: self.tor.clone(),
         };
         if let Err(e) = crate::store::write_json(&self.paths.state_file(), &st) {
             crate::log(format!("cannot write the stack's state file: {e}"));

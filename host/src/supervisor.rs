@@ -84,8 +84,9 @@ pub struct Round {
     pub services: BTreeMap<String, Result<(), ApiError>>,
 }
 
-/// What runs of one service.
-#[derive(Debug, Clone, Default)]
+/// What runs of one service (kept in `<runtime>/live.json`, so that a
+/// daemon taking over a running stack knows what it runs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Live {
     start_id: Option<[u8; 32]>,
     publish_id: Option<[u8; 32]>,
@@ -96,6 +97,7 @@ struct Live {
     running: bool,
     error: Option<String>,
     /// Do not retry before this (after an error).
+    #[serde(skip)]
     retry_at: Option<Instant>,
     failures: u32,
 }
@@ -319,13 +321,64 @@ impl Supervisor {
         d.stack.is_none() && d.services.is_empty() && lock(&self.stack).is_none()
     }
 
+    /// Take over the stack a daemon that died left running (see
+    /// [`Stack::adopt`]); what was taken over, in words.
+    pub async fn adopt(&self, file: &crate::stack::StateFile) -> Result<String, DaemonError> {
+        let qemu =
+            find_program("qemu-system-x86_64").ok_or(DaemonError::Missing("qemu-system-x86_64"))?;
+        let images = tails_images::find(&crate::image_inputs(&self.paths))
+            .map_err(DaemonError::ImageCache)?
+            .ok_or(DaemonError::NoImages)?;
+        let stack = Stack::adopt(&self.paths, file, Box::new(Qemu { binary: qemu }), &images)?;
+        let killed = stack.kill_unresponsive().await;
+        let live: BTreeMap<String, Live> = crate::store::read_json(&self.paths.live_file())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let services = live
+            .iter()
+            .filter(|(_, l)| l.published.is_some())
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>();
+        *lock(&self.live) = live;
+        *lock(&self.stack) = Some(Arc::new(stack));
+        let mut what = "took over its stack (the VMs ran on)".to_string();
+        if !services.is_empty() {
+            what.push_str(&format!("; published: {}", services.join(", ")));
+        }
+        if !killed.is_empty() {
+            what.push_str(&format!(
+                "; stopped {} (its agent did not answer), to start it again",
+                killed
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(what)
+    }
+
+    /// Keep `live.json` as what runs is (when it changed).
+    fn save_live(&self, last: &mut Vec<u8>) {
+        let json = serde_json::to_vec(&*lock(&self.live)).unwrap_or_default();
+        if json != *last {
+            match crate::store::write_json(&self.paths.live_file(), &*lock(&self.live)) {
+                Ok(()) => *last = json,
+                Err(e) => crate::log(format!("cannot record what runs: {e}")),
+            }
+        }
+    }
+
     /// The reconciler. Runs until the daemon stops.
     pub async fn run(self: Arc<Self>) {
         let mut last_gen = u64::MAX;
+        let mut saved = Vec::new();
         loop {
             let gen = self.requested.load(Ordering::SeqCst);
             let round = self.reconcile(gen, gen != last_gen).await;
             last_gen = gen;
+            self.save_live(&mut saved);
             {
                 let mut rec = lock(&self.record);
                 rec.last_error = match (

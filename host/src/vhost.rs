@@ -41,9 +41,14 @@ pub enum VhostError {
     },
 }
 
-/// The running device.
+/// The running device: our child, or one a daemon that died started.
 pub struct VhostVsock {
-    child: Child,
+    proc: Proc,
+}
+
+enum Proc {
+    Child(Child),
+    Adopted(crate::proc::ProcId),
 }
 
 /// The `--vm` argument for `role`.
@@ -59,7 +64,7 @@ pub fn vm_arg(paths: &Paths, role: Role) -> String {
 
 fn wait_for(
     path: &Path,
-    child: &mut Child,
+    proc: &mut Proc,
     log: &Path,
     deadline: Duration,
 ) -> Result<(), VhostError> {
@@ -68,9 +73,9 @@ fn wait_for(
         if path.exists() {
             return Ok(());
         }
-        if let Ok(Some(s)) = child.try_wait() {
+        if let Some(how) = proc.exited() {
             return Err(VhostError::Died {
-                how: format!("exited ({s})"),
+                how,
                 log: log.display().to_string(),
             });
         }
@@ -134,24 +139,32 @@ impl VhostVsock {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(VhostError::Spawn)?;
+        let child = cmd.spawn().map_err(VhostError::Spawn)?;
+        let mut proc = Proc::Child(child);
         let result = (|| {
             for (role, (uid, gid)) in vm_users {
                 let vhost: PathBuf = paths.vhost_socket(role.name());
                 let uds: PathBuf = paths.vsock_uds(role.name());
-                wait_for(&vhost, &mut child, &log, Duration::from_secs(10))?;
-                wait_for(&uds, &mut child, &log, Duration::from_secs(10))?;
+                wait_for(&vhost, &mut proc, &log, Duration::from_secs(10))?;
+                wait_for(&uds, &mut proc, &log, Duration::from_secs(10))?;
                 chown_mode(&vhost, *uid, *gid, 0o600)?;
                 chown_mode(&uds, user.0, user.1, 0o600)?;
             }
             Ok(())
         })();
+        let mut dev = VhostVsock { proc };
         if let Err(e) = result {
-            let _ = child.kill();
-            let _ = child.wait();
+            dev.stop();
             return Err(e);
         }
-        Ok(VhostVsock { child })
+        Ok(dev)
+    }
+
+    /// Take over the device a daemon that died started.
+    pub fn adopt(proc: crate::proc::ProcId) -> Self {
+        VhostVsock {
+            proc: Proc::Adopted(proc),
+        }
     }
 
     /// After `role`'s QEMU went away: vhost-device-vsock serves that VM
@@ -167,27 +180,51 @@ impl VhostVsock {
         let log = paths.vhost_log();
         let vhost = paths.vhost_socket(role.name());
         let uds = paths.vsock_uds(role.name());
-        wait_for(&vhost, &mut self.child, &log, Duration::from_secs(10))?;
-        wait_for(&uds, &mut self.child, &log, Duration::from_secs(10))?;
+        wait_for(&vhost, &mut self.proc, &log, Duration::from_secs(10))?;
+        wait_for(&uds, &mut self.proc, &log, Duration::from_secs(10))?;
         chown_mode(&vhost, vm_user.0, vm_user.1, 0o600)?;
         chown_mode(&uds, user.0, user.1, 0o600)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.proc {
+            Proc::Child(c) => c.id(),
+            Proc::Adopted(p) => p.pid,
+        }
+    }
+
+    /// Which process it is (for the state file).
+    pub fn proc_id(&self) -> Option<crate::proc::ProcId> {
+        crate::proc::ProcId::of(self.pid())
     }
 
     /// `None` while running.
     pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(s)) => Some(s.to_string()),
-            Ok(None) => None,
-            Err(e) => Some(e.to_string()),
-        }
+        self.proc.exited()
     }
 
     /// SIGTERM, then SIGKILL after a second.
     pub fn stop(&mut self) {
-        crate::proc::terminate(&mut self.child, Duration::from_secs(1));
+        match &mut self.proc {
+            Proc::Child(c) => crate::proc::terminate(c, Duration::from_secs(1)),
+            Proc::Adopted(p) => {
+                crate::proc::kill_all(std::slice::from_ref(p), Duration::from_secs(3));
+            }
+        }
+    }
+}
+
+impl Proc {
+    fn exited(&mut self) -> Option<String> {
+        match self {
+            Proc::Child(c) => match c.try_wait() {
+                Ok(Some(s)) => Some(s.to_string()),
+                Ok(None) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            Proc::Adopted(p) => {
+                (!p.alive()).then(|| "ended (it was started by a daemon that died)".to_owned())
+            }
+        }
     }
 }

@@ -88,8 +88,14 @@ impl Handlers {
                 return Err(DaemonError::OtherNetwork(w.network));
             }
             if self.sup.stack().is_some() {
+                let found = self
+                    .sup
+                    .report()
+                    .found_at_start
+                    .map(|f| format!("; at its start this daemon found that {f}"))
+                    .unwrap_or_default();
                 return Ok(Reply::Done(format!(
-                    "tails-server is already up (network {network}; see `tails-server status`)"
+                    "tails-server is already up (network {network}; see `tails-server status`){found}"
                 )));
             }
         }

@@ -66,7 +66,20 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
         }
     }
     let keep_table = desired.stack.is_some();
-    let found = crate::takeover::take_over(&paths, keep_table);
+    // What a dead daemon left: taken over if the stack is to run on (after
+    // the socket is ours), else stopped now.
+    let left_behind = crate::takeover::find(&paths);
+    let record: Option<crate::stack::StateFile> =
+        crate::store::read_json(&paths.state_file()).ok().flatten();
+    let adoptable = keep_table
+        && left_behind
+            .as_ref()
+            .is_some_and(|s| !s.processes.is_empty());
+    let found = match (&left_behind, adoptable) {
+        (Some(_), false) => crate::takeover::take_over(&paths, keep_table),
+        _ => None,
+    };
+    let _ = std::fs::remove_file(&sock);
     let listener = tokio::net::UnixListener::bind(&sock).map_err(io("bind", &sock))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(io("chmod", &sock))?;
@@ -84,6 +97,18 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
             sup.adopt_table();
         }
         sup.set_found_at_start(f);
+    }
+    if let (true, Some(stale), Some(record)) = (adoptable, left_behind, record) {
+        let what = match sup.adopt(&record).await {
+            Ok(how) => format!("{}; {how}", stale.describe()),
+            Err(e) => {
+                // Cannot take it over: stop it, and start afresh.
+                let stopped = crate::takeover::take_over(&paths, true).unwrap_or_default();
+                sup.adopt_table();
+                format!("{stopped}; could not take it over ({e}): starting it afresh")
+            }
+        };
+        sup.set_found_at_start(what);
     }
     if boot {
         handlers::enable_autostart_services(&sup).await;

@@ -233,6 +233,70 @@ struct QemuVm {
     exited: Arc<Mutex<Option<String>>>,
 }
 
+/// A QEMU that a daemon which died started: taken over by pid and start
+/// time (never by pid alone), controlled over its QMP socket like any other.
+/// Its end is seen by polling the process (it is not our child).
+pub fn adopt(name: &str, proc: crate::proc::ProcId, qmp: PathBuf) -> Box<dyn Vm> {
+    Box::new(AdoptedVm {
+        name: name.to_owned(),
+        proc,
+        qmp,
+    })
+}
+
+struct AdoptedVm {
+    name: String,
+    proc: crate::proc::ProcId,
+    qmp: PathBuf,
+}
+
+impl Vm for AdoptedVm {
+    fn pid(&self) -> Option<u32> {
+        Some(self.proc.pid)
+    }
+
+    fn exited(&self) -> Option<String> {
+        (!self.proc.alive()).then(|| "ended (it was started by a daemon that died)".to_owned())
+    }
+
+    fn info(&self) -> Result<VmInfo, VmmError> {
+        if self.exited().is_some() {
+            return Err(VmmError::NotRunning {
+                vm: self.name.clone(),
+            });
+        }
+        info(&self.name, &self.qmp)
+    }
+
+    fn powerdown(&self) -> Result<(), VmmError> {
+        qmp_call(&self.name, &self.qmp, &qapi::qmp::system_powerdown {}).map(|_| ())
+    }
+
+    fn quit(&self) -> Result<(), VmmError> {
+        qmp_call(&self.name, &self.qmp, &qapi::qmp::quit {}).map(|_| ())
+    }
+
+    fn kill(&self) {
+        self.proc.kill();
+    }
+}
+
+/// The VM's state, memory and accelerator, asked over QMP.
+fn info(name: &str, qmp: &Path) -> Result<VmInfo, VmmError> {
+    let status = qmp_call(name, qmp, &qapi::qmp::query_status {})?;
+    let mem = qmp_call(name, qmp, &qapi::qmp::query_memory_size_summary {})?;
+    let kvm = qmp_call(name, qmp, &qapi::qmp::query_kvm {})?;
+    let state = serde_json::to_value(status.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    Ok(VmInfo {
+        state,
+        memory_mib: mem.base_memory / (1 << 20),
+        accel: if kvm.enabled { "kvm" } else { "tcg" }.into(),
+    })
+}
+
 /// Run one QMP command on a fresh connection, bounded by [`QMP_TIMEOUT`].
 fn qmp_call<C: qapi::Command>(vm: &str, sock: &Path, cmd: &C) -> Result<C::Ok, VmmError> {
     let err = |detail: String| VmmError::Control {
@@ -274,22 +338,7 @@ impl Vm for QemuVm {
                 vm: self.name.clone(),
             });
         }
-        let status = qmp_call(&self.name, &self.qmp, &qapi::qmp::query_status {})?;
-        let mem = qmp_call(
-            &self.name,
-            &self.qmp,
-            &qapi::qmp::query_memory_size_summary {},
-        )?;
-        let kvm = qmp_call(&self.name, &self.qmp, &qapi::qmp::query_kvm {})?;
-        let state = serde_json::to_value(status.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "unknown".into());
-        Ok(VmInfo {
-            state,
-            memory_mib: mem.base_memory / (1 << 20),
-            accel: if kvm.enabled { "kvm" } else { "tcg" }.into(),
-        })
+        info(&self.name, &self.qmp)
     }
 
     fn powerdown(&self) -> Result<(), VmmError> {

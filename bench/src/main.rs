@@ -5,8 +5,11 @@
 //! an initramfs whose init only powers off. Target: ratio ≤ 1.15.
 //!
 //! `onion`: see [`onion`].
+//!
+//! `recovery`: see [`recovery`].
 
 mod onion;
+mod recovery;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -35,6 +38,12 @@ enum Bench {
     /// the same kind of service, on the testnet.
     Onion {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        runs: u32,
+    },
+    /// Each kill (Tor VM, App VM, vhost-device-vsock, daemon) to the first
+    /// answer again vs a cold `up` + `enable`, on the testnet.
+    Recovery {
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
     },
 }
@@ -168,5 +177,6 @@ fn main() -> Result<()> {
     match cli.cmd {
         Bench::Boot { runs } => boot(&cli.bin, runs),
         Bench::Onion { runs } => onion::run(&cli.bin, runs),
+        Bench::Recovery { runs } => recovery::run(&cli.bin, runs),
     }
 }

@@ -261,14 +261,16 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// `status`. The stack's part is flattened in (`accel`, `vms`, `path_out`
+/// … at the top level), absent while no stack runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatusReport {
     pub daemon_pid: u32,
     /// The stack as the daemon is asked to keep it: up (and on which
     /// network) or down.
     pub desired: DesiredReport,
     /// `None` while the stack is not (yet) up.
+    #[serde(flatten)]
     pub stack: Option<StackReport>,
     /// What the supervisor did and saw: restarts, errors, what a dead daemon
     /// left.

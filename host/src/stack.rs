@@ -102,6 +102,20 @@ struct Member {
     started: Instant,
     /// The same, on the wall clock (for the state file).
     started_at: SystemTime,
+    /// Its agent answered once: only then is it dialled (a connection
+    /// that reaches vhost-device-vsock while the guest still sets up its
+    /// vsock queues can end that VM's vsock for good).
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Member {
+    fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A running stack.
@@ -212,6 +226,8 @@ pub enum StackError {
     },
     #[error("the Tor VM has no uplink (`up --network none`): nothing can be published")]
     NoUplink,
+    #[error("{role} is starting; try again in a moment")]
+    Booting { role: Role },
 }
 
 fn agent_err(role: Role) -> impl FnOnce(AgentError) -> StackError {
@@ -561,6 +577,8 @@ impl Stack {
                 )),
                 started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                 started_at,
+                // It ran under the daemon that died.
+                ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             });
         }
         let stack = Stack {
@@ -638,6 +656,7 @@ impl Stack {
             vm,
             started: Instant::now(),
             started_at: SystemTime::now(),
+            ready: Arc::default(),
         })
     }
 
@@ -670,6 +689,7 @@ impl Stack {
         let results = futures::future::join_all(waits).await;
         for (m, r) in members.iter().zip(results) {
             let agent = r?;
+            m.set_ready();
             progress(format!(
                 "{} ready in {:.1} s (agent {})",
                 m.role,
@@ -718,6 +738,7 @@ impl Stack {
             self.ready_deadline(),
         )
         .await?;
+        m.set_ready();
         progress(format!(
             "{role} ready again in {:.1} s (agent {})",
             m.started.elapsed().as_secs_f64(),
@@ -845,6 +866,9 @@ impl Stack {
         if let Some(how) = m.vm.exited() {
             return Err(StackError::Down { role, how });
         }
+        if !m.is_ready() {
+            return Err(StackError::Booting { role });
+        }
         Agent::connect(&self.paths.vsock_uds(role.name()), role)
             .await
             .map_err(agent_err(role))
@@ -916,17 +940,21 @@ impl Stack {
                 Ok(Err(e)) => (format!("unknown ({e})"), None, None),
                 Err(_) => ("unknown (QMP query failed)".into(), None, None),
             };
-            let agent = match Agent::connect(&self.paths.vsock_uds(m.role.name()), m.role).await {
-                Ok(mut a) => a
-                    .ping()
-                    .await
-                    .map(|_| format!("ready (agent {})", a.version)),
-                Err(e) => Err(e),
-            }
-            .unwrap_or_else(|e| {
-                crate::log(format!("{} agent: {e}", m.role));
-                format!("unreachable ({e})")
-            });
+            let agent = if !m.is_ready() {
+                "starting (dialled once it announces itself)".to_string()
+            } else {
+                match Agent::connect(&self.paths.vsock_uds(m.role.name()), m.role).await {
+                    Ok(mut a) => a
+                        .ping()
+                        .await
+                        .map(|_| format!("ready (agent {})", a.version)),
+                    Err(e) => Err(e),
+                }
+                .unwrap_or_else(|e| {
+                    crate::log(format!("{} agent: {e}", m.role));
+                    format!("unreachable ({e})")
+                })
+            };
             out.push(VmStatus {
                 name: m.role,
                 state,
@@ -938,7 +966,7 @@ impl Stack {
                 console_log,
                 restarts: 0,
                 tor: match (m.role, &self.tor) {
-                    (Role::Torvm, Some(_)) => {
+                    (Role::Torvm, Some(_)) if m.is_ready() => {
                         Some(self.tor_progress().await.unwrap_or_else(|e| TorProgress {
                             progress: 0,
                             summary: e.to_string(),
@@ -1008,7 +1036,7 @@ async fn stop_vm(paths: &Paths, m: &Member, graceful: bool) {
     if m.vm.exited().is_some() {
         return;
     }
-    if graceful {
+    if graceful && m.is_ready() {
         if let Ok(mut a) = Agent::connect(&paths.vsock_uds(m.role.name()), m.role).await {
             if a.power_off().await.is_ok() && wait_exit(&m.vm, Duration::from_secs(10)).await {
                 return;

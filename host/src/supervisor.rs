@@ -142,7 +142,12 @@ pub struct Supervisor {
     restarts: Mutex<Restarts>,
     requested: AtomicU64,
     wake: Notify,
-    rounds: watch::Sender<Arc<Round>>,
+    /// The last rounds that saw new requests, oldest first (a waiter takes
+    /// the first that saw its request: a later one may say otherwise, e.g.
+    /// after a failed `up` was undone).
+    rounds: Mutex<VecDeque<Arc<Round>>>,
+    /// The request number of the last round kept, to wake waiters.
+    round_seen: watch::Sender<u64>,
     progress: broadcast::Sender<String>,
     started: SystemTime,
     /// A dead daemon's host table was kept at start (fail closed while the
@@ -170,11 +175,7 @@ pub fn read_desired(paths: &Paths) -> Result<Desired, crate::store::StoreError> 
 
 impl Supervisor {
     pub fn new(paths: Paths, catalog: Catalog, store: Store, desired: Desired) -> Arc<Self> {
-        let (rounds, _) = watch::channel(Arc::new(Round {
-            gen: 0,
-            stack: Ok(()),
-            services: BTreeMap::new(),
-        }));
+        let (round_seen, _) = watch::channel(0);
         let (progress, _) = broadcast::channel(256);
         Arc::new(Supervisor {
             paths,
@@ -187,7 +188,8 @@ impl Supervisor {
             restarts: Mutex::new(Restarts::default()),
             requested: AtomicU64::new(0),
             wake: Notify::new(),
-            rounds,
+            rounds: Mutex::new(VecDeque::new()),
+            round_seen,
             progress,
             started: SystemTime::now(),
             orphan_table: Mutex::new(false),
@@ -214,30 +216,36 @@ impl Supervisor {
     /// Change the desired state (saved at once); returns the request number
     /// to [`settle`](Self::settle) on.
     pub fn want(&self, change: impl FnOnce(&mut Desired)) -> Result<u64, DaemonError> {
-        {
+        let gen = {
             let mut d = lock(&self.desired);
             let mut next = d.clone();
             change(&mut next);
             crate::store::write_json(&self.paths.desired_file(), &next)?;
             *d = next;
-        }
-        Ok(self.poke())
+            // Counted under the same lock a round reads both with: the
+            // round that sees this number sees this change.
+            self.requested.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        self.wake.notify_one();
+        Ok(gen)
     }
 
-    /// Count a change (made already) and wake the reconciler.
+    /// Count a change (made already, in the store) and wake the reconciler.
     pub fn poke(&self) -> u64 {
-        let gen = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let gen = {
+            let _d = lock(&self.desired);
+            self.requested.fetch_add(1, Ordering::SeqCst) + 1
+        };
         self.wake.notify_one();
         gen
     }
 
     /// Wait for the first round that saw request `gen`.
     pub async fn settle(&self, gen: u64) -> Arc<Round> {
-        let mut rx = self.rounds.subscribe();
+        let mut rx = self.round_seen.subscribe();
         loop {
-            let r = rx.borrow_and_update().clone();
-            if r.gen >= gen {
-                return r;
+            if let Some(r) = lock(&self.rounds).iter().find(|r| r.gen >= gen) {
+                return r.clone();
             }
             if rx.changed().await.is_err() {
                 // The reconciler is gone (the daemon is stopping).
@@ -251,6 +259,22 @@ impl Supervisor {
                 });
             }
         }
+    }
+
+    /// Keep `round` for its waiters if it saw new requests.
+    fn finish_round(&self, round: Round) {
+        let gen = round.gen;
+        {
+            let mut rounds = lock(&self.rounds);
+            if rounds.back().is_some_and(|r| r.gen >= gen) {
+                return;
+            }
+            if rounds.len() >= 64 {
+                rounds.pop_front();
+            }
+            rounds.push_back(Arc::new(round));
+        }
+        self.round_seen.send_replace(gen);
     }
 
     /// Steps of a stack start, as they happen.
@@ -375,8 +399,11 @@ impl Supervisor {
         let mut last_gen = u64::MAX;
         let mut saved = Vec::new();
         loop {
-            let gen = self.requested.load(Ordering::SeqCst);
-            let round = self.reconcile(gen, gen != last_gen).await;
+            let (gen, desired) = {
+                let d = lock(&self.desired);
+                (self.requested.load(Ordering::SeqCst), d.clone())
+            };
+            let round = self.reconcile(gen, desired, gen != last_gen).await;
             last_gen = gen;
             self.save_live(&mut saved);
             {
@@ -390,7 +417,7 @@ impl Supervisor {
                     _ => None,
                 };
             }
-            self.rounds.send_replace(Arc::new(round));
+            self.finish_round(round);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
@@ -398,8 +425,7 @@ impl Supervisor {
         }
     }
 
-    async fn reconcile(&self, gen: u64, asked: bool) -> Round {
-        let desired = self.desired();
+    async fn reconcile(&self, gen: u64, desired: Desired, asked: bool) -> Round {
         let (stack, restarted) = match self.reconcile_stack(&desired).await {
             Ok(r) => r,
             Err(e) => {

@@ -1,6 +1,7 @@
 //! Issue 2, end to end on real QEMU: both VMs up and ready, the App VM's
 //! identity and internal link, exec in both guests, a QEMU killed from
-//! outside, a second `up`, bad input, and a `down` that leaves nothing.
+//! outside and started again by the supervisor, a second `up`, bad input,
+//! and a `down` that leaves nothing.
 
 use std::path::Path;
 use tails_tests::*;
@@ -137,41 +138,68 @@ fn foundation_end_to_end() {
     ]);
     assert!(r.stdout.contains("ct status dnat"), "{r:?}");
 
-    // A QEMU killed from outside shows as down.
+    // A QEMU killed from outside: the supervisor notices, says so, and
+    // starts that VM again while the other one runs on.
     let st = status_json();
     let pid = vm_status(&st, "torvm")["pid"].as_u64().expect("torvm pid") as i32;
+    let app_pid = vm_status(&st, "appvm")["pid"].as_u64().expect("appvm pid");
+    ts_ok(&["exec", "appvm", "--", "sh", "-c", "echo kept > /root/kept"]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill torvm");
+    let back = |st: &serde_json::Value| {
+        st["supervisor"]["incidents"]
+            .to_string()
+            .contains("the Tor VM is back")
+            && st["vms"].as_array().is_some_and(|a| {
+                a.iter().any(|v| {
+                    v["name"] == "torvm"
+                        && v["state"] == "running"
+                        && v["pid"].as_u64().is_some_and(|p| p != pid as u64)
+                })
+            })
+    };
     assert!(
-        wait_until(10, || vm_status(&status_json(), "torvm")["state"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("down")),
-        "killed torvm not shown as down: {}",
+        wait_until(120, || back(&status_json())),
+        "the Tor VM did not come back: {}",
         status_json()
     );
     let st = status_json();
+    let incidents = st["supervisor"]["incidents"].to_string();
     assert!(
-        vm_status(&st, "torvm")["state"]
-            .as_str()
-            .unwrap_or("")
-            .contains("signal"),
-        "{st}"
+        incidents.contains("the Tor VM's QEMU died (killed by signal SIGKILL)")
+            && incidents.contains("the Tor VM is back"),
+        "status must say what happened: {st}"
     );
-    assert_eq!(vm_status(&st, "appvm")["state"], "running", "{st}");
+    assert_eq!(
+        vm_status(&st, "appvm")["pid"],
+        app_pid,
+        "the App VM ran on: {st}"
+    );
+    assert_eq!(vm_status(&st, "torvm")["restarts"], 1, "{st}");
+    let r = ts_ok(&["exec", "appvm", "--", "cat", "/root/kept"]);
+    assert_eq!(
+        r.stdout.trim(),
+        "kept",
+        "the App VM's files are still there"
+    );
+    ts_ok(&["exec", "torvm", "--", "true"]);
+    // The internal link came back too: the new Tor VM answers the App VM.
+    let r = ts(&[
+        "exec",
+        "appvm",
+        "--",
+        "bash",
+        "-c",
+        "exec 3<>/dev/udp/10.1.2.1/53; echo x >&3; read -t 5 -u 3; echo \"rc=$?\"",
+    ]);
     assert!(
-        st["path_out"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("cut: the Tor VM is down"),
-        "{st}"
+        r.stderr.contains("Connection refused"),
+        "the link to the restarted Tor VM: {r:?}"
     );
-    let r = ts(&["exec", "torvm", "--", "true"]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("torvm is down"), "{r:?}");
+    assert!(host_table_loaded(), "the host table stayed loaded");
 
     // down leaves no process, socket or runtime file.
     let r = ts(&["down"]);

@@ -45,6 +45,12 @@ const TORIFIED: &[&str] = &[
     "gateway-udp-scan",
 ];
 
+/// When the second queued attack starts (after the daemon was killed, and
+/// the Tor VM's QEMU after it), and how long it may take with the Tor VM
+/// down (every vector waits for its timeout).
+const CUT_AT: Duration = Duration::from_secs(100);
+const CUT_PROBE: Duration = Duration::from_secs(150);
+
 /// What the suite counts.
 #[derive(Default)]
 struct Tally {
@@ -331,67 +337,32 @@ fn nothing_bypasses_tor() {
     let r = env.ns.ts(&["down"]);
     assert_eq!(r.code, 0, "{r:?}");
 
-    // ---- Fail closed 1: the Tor VM's QEMU killed. ----
-    up(&env);
-    let cap = capture("torvm-killed");
-    let st = env.ns.status();
-    let pid = st["vms"]
-        .as_array()
-        .and_then(|a| a.iter().find(|v| v["name"] == "torvm"))
-        .and_then(|v| v["pid"].as_u64())
-        .expect("torvm pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the Tor VM's QEMU");
-    assert!(
-        wait_until(15, || env.ns.status()["path_out"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("cut: the Tor VM is down"))),
-        "status must say the path out is cut: {}",
-        env.ns.status()
-    );
-    let cut = env.probe(&["--remove-own-firewall"]);
-    count(&mut tally, &cut);
-    let reached: Vec<String> = cut
-        .iter()
-        .filter(|v| v.outcome != "blocked")
-        .map(|v| format!("{} {}: {}", v.name, v.outcome, v.detail))
-        .collect();
-    let mut cut_tally = Tally::default();
-    let leaked = leaks_of(&env, cap, &mut cut_tally, "torvm-killed");
-    tally.leaked += leaked;
-    assert!(
-        reached.is_empty(),
-        "with the Tor VM down the App VM must reach nothing:\n{}",
-        reached.join("\n")
-    );
-    // What the capture may hold here: tor's connections to the relays being
-    // closed by the host's kernel as the killed QEMU's sockets go.
-    assert_eq!(leaked, 0, "packets leaked with the Tor VM down");
-    let r = env.ns.ts(&["down"]);
-    assert_eq!(r.code, 0, "{r:?}");
-
-    // ---- Fail closed 2: the daemon killed with -9, mid-attack. ----
+    // ---- Fail closed 1: the daemon killed with -9, mid-attack. ----
     up(&env);
     let cap = capture("daemon-killed");
     let web_before = web_log_len(&env);
-    // The attack starts 5 s from now, when the daemon is long dead.
-    let mut bg = format!("sleep 5; {PROBE_IN_VM} --remove-own-firewall");
-    for a in &env.args {
-        bg.push(' ');
-        bg.push_str(a);
-    }
-    let r = env.ns.ts(&[
-        "exec",
-        "appvm",
-        "--",
-        "sh",
-        "-c",
-        &format!("setsid sh -c '{bg} > /root/bg.out 2>&1; echo done >> /root/bg.out' < /dev/null > /dev/null 2>&1 &"),
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    // Two attacks queued in the App VM, as no daemon will be there to start
+    // them: the first 5 s from now, when the daemon is long dead; the second
+    // at CUT_AT, when the Tor VM's QEMU will have been killed too.
+    let queue = |delay: u64, out: &str| {
+        let mut bg = format!("sleep {delay}; {PROBE_IN_VM} --remove-own-firewall");
+        for a in &env.args {
+            bg.push(' ');
+            bg.push_str(a);
+        }
+        let r = env.ns.ts(&[
+            "exec",
+            "appvm",
+            "--",
+            "sh",
+            "-c",
+            &format!("setsid sh -c '{bg} > {out} 2>&1; echo done >> {out}' < /dev/null > /dev/null 2>&1 &"),
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+    };
+    let t0 = Instant::now();
+    queue(5, "/root/bg.out");
+    queue(CUT_AT.as_secs(), "/root/cut.out");
     let daemon = std::fs::read_to_string("/run/tails-server/daemon.pid")
         .expect("daemon pid")
         .trim()
@@ -431,9 +402,6 @@ fn nothing_bypasses_tor() {
                 .contains("the host firewall (table inet tails_server) stayed loaded"),
         "status must report what the dead daemon left: {r:?}"
     );
-    let r = env.ns.ts(&["down"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("cleaned up after a dead daemon"), "{r:?}");
     let mut dead_tally = Tally::default();
     let leaked = leaks_of(&env, cap, &mut dead_tally, "daemon-killed");
     tally.leaked += leaked;
@@ -443,6 +411,89 @@ fn nothing_bypasses_tor() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(leaked, 0, "packets leaked while the daemon was dead");
+
+    // ---- Fail closed 2: then the Tor VM's QEMU killed too, with no ----
+    // daemon to bring it back: the App VM reaches nothing at all.
+    let cap = capture("torvm-killed");
+    let tor_pid = pids_named("qemu-system")
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("torvm,debug-threads"))
+        })
+        .expect("the Tor VM's QEMU") as i32;
+    assert!(
+        t0.elapsed() + Duration::from_secs(3) < CUT_AT,
+        "too slow: the second attack would start before the Tor VM is killed"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tor_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the Tor VM's QEMU");
+    // The second attack runs with the Tor VM down and no daemon; its
+    // results are read once a daemon is back, after it ended.
+    std::thread::sleep((CUT_AT + CUT_PROBE).saturating_sub(t0.elapsed()));
+    let mut cut_tally = Tally::default();
+    let leaked = leaks_of(&env, cap, &mut cut_tally, "torvm-killed");
+    tally.leaked += leaked;
+    // What the capture may hold here: tor's connections to the relays being
+    // closed by the host's kernel as the killed QEMU's sockets go.
+    assert_eq!(leaked, 0, "packets leaked with the Tor VM down");
+
+    // ---- The next daemon takes over: the App VM ran on, the Tor VM is ----
+    // started again, the path out through tor is back.
+    let r = env.ns.ts(&["up", "--network", "local"]);
+    assert_eq!(r.code, 0, "up after the daemon died: {r:?}");
+    assert!(r.stdout.contains("took over its stack"), "{r:?}");
+    let r = env.ns.ts(&["exec", "appvm", "--", "cat", "/root/cut.out"]);
+    assert!(
+        r.stdout.trim_end().ends_with("done"),
+        "the attack with the Tor VM down did not finish in {} s: {r:?}",
+        CUT_PROBE.as_secs()
+    );
+    let cut = parse_probe(&r.stdout);
+    assert!(cut.len() >= 25, "the probe ran: {r:?}");
+    count(&mut tally, &cut);
+    let reached: Vec<String> = cut
+        .iter()
+        .filter(|v| v.outcome != "blocked")
+        .map(|v| format!("{} {}: {}", v.name, v.outcome, v.detail))
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "with the Tor VM down the App VM must reach nothing:\n{}",
+        reached.join("\n")
+    );
+    assert!(
+        wait_until(180, || {
+            let st = env.ns.status();
+            st["supervisor"]["incidents"]
+                .to_string()
+                .contains("the Tor VM is back")
+        }),
+        "the Tor VM did not come back: {}",
+        env.ns.status()
+    );
+    let r = env.ns.ts(&[
+        "exec",
+        "appvm",
+        "--timeout",
+        "150",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "120",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://outside.test:8080/",
+    ]);
+    assert_eq!(r.stdout.trim(), "200", "through tor again: {r:?}");
+    let r = env.ns.ts(&["down"]);
+    assert_eq!(r.code, 0, "{r:?}");
     assert!(pids_named("qemu-system").is_empty(), "down stopped them");
 
     println!(

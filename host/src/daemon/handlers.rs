@@ -123,6 +123,10 @@ impl Handlers {
                 },
             }
         };
+        // The last steps, sent just before the round ended.
+        while let Ok(m) = progress.try_recv() {
+            let _ = tx.send(Reply::Progress(m));
+        }
         round.stack.clone().map_err(ApiFailure)?;
         for (name, r) in &round.services {
             if let Err(e) = r {

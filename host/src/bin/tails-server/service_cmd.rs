@@ -233,6 +233,15 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
     let cli = match ServiceCli::try_parse_from(rest) {
         Ok(c) => c,
         Err(e) => {
+            // `tails-server launch`: a typo of a command, more likely than a
+            // service without an action.
+            if let Reply::List(items) = ask(paths, Request::List).await? {
+                if !items.iter().any(|s| &s.name == name) {
+                    bail!(
+                        "unknown command or service `{name}`: `tails-server --help` lists the commands, `tails-server list` the services"
+                    );
+                }
+            }
             // --help and --version print and succeed; mistakes get clap's message.
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();

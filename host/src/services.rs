@@ -471,6 +471,7 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
         target_port,
         client_auth,
         timeout_ms: PUBLISH_TIMEOUT_MS,
+        close_circuits: false,
     };
     Ok(Plan {
         address,

@@ -92,8 +92,8 @@ struct Live {
     publish_id: Option<[u8; 32]>,
     /// Service id of the published onion service.
     published: Option<String>,
-    /// Clients authorized in what was published.
-    clients: usize,
+    /// Clients authorized in what was published (their public keys).
+    clients: Vec<String>,
     running: bool,
     error: Option<String>,
     /// Do not retry before this (after an error).
@@ -332,7 +332,7 @@ impl Supervisor {
             Some(l) => LiveReport {
                 running: l.running,
                 published: l.published.is_some(),
-                clients: l.published.as_ref().map(|_| l.clients),
+                clients: l.published.as_ref().map(|_| l.clients.len()),
                 error: l.error.clone(),
             },
             None => LiveReport::default(),
@@ -574,12 +574,7 @@ impl Supervisor {
         }
         let restart = want.confirmed;
         if restart {
-            let n = {
-                let mut r = lock(&self.restarts);
-                r.attempts += 1;
-                r.total += 1;
-                r.attempts
-            };
+            let n = self.count_attempt();
             self.incident(format!(
                 "starting the stack again (attempt {n} of {MAX_RESTARTS}, network {})",
                 want.network
@@ -637,6 +632,14 @@ impl Supervisor {
     }
 
     /// Restarts are left in the budget.
+    /// Count a restart; which attempt it is.
+    fn count_attempt(&self) -> u32 {
+        let mut r = lock(&self.restarts);
+        r.attempts += 1;
+        r.total += 1;
+        r.attempts
+    }
+
     fn may_restart(&self) -> bool {
         lock(&self.restarts).attempts < MAX_RESTARTS
     }
@@ -644,12 +647,7 @@ impl Supervisor {
     /// Start `role`'s VM again (the rest of the stack runs on); what ran in
     /// it is forgotten, so the services are started or published again.
     async fn restart_vm(&self, stack: &Stack, role: Role, how: &str) -> Result<(), UpError> {
-        let n = {
-            let mut r = lock(&self.restarts);
-            r.attempts += 1;
-            r.total += 1;
-            r.attempts
-        };
+        let n = self.count_attempt();
         self.incident(format!(
             "{} died ({how}); starting it again (attempt {n} of {MAX_RESTARTS}; the other VM runs on, the host firewall stays loaded)",
             Part::Vm(role)
@@ -826,9 +824,23 @@ impl Supervisor {
             crate::log(format!(
                 "{name}: its onion service changed (ports or clients): publishing it again"
             ));
-            stack.remove_onion(old).await?;
+            // The same address is replaced by the publication itself (in one
+            // control session, so visitors barely notice); another one goes.
+            if *old != sid {
+                stack.remove_onion(old).await?;
+            }
             self.update(name, |l| l.published = None);
         }
+        // A client revoked (or client authorization turned on): its open
+        // circuits are cut, so that it cannot go on over them.
+        let revoked = live.published.is_some()
+            && (live
+                .clients
+                .iter()
+                .any(|c| !plan.publish.client_auth.contains(c))
+                || (live.clients.is_empty() && !plan.publish.client_auth.is_empty()));
+        let mut publish_req = plan.publish.clone();
+        publish_req.close_circuits = revoked;
         let start = async {
             if need_start {
                 stack
@@ -841,7 +853,7 @@ impl Supervisor {
         };
         let publish = async {
             if need_publish {
-                stack.publish_onion(plan.publish.clone()).await.map(Some)
+                stack.publish_onion(publish_req).await.map(Some)
             } else {
                 Ok(None)
             }
@@ -856,7 +868,7 @@ impl Supervisor {
             });
         }
         if let Ok(Some((got, uploads))) = &published {
-            let clients = plan.publish.client_auth.len();
+            let clients = plan.publish.client_auth.clone();
             self.update(name, |l| {
                 l.published = Some(sid.clone());
                 l.publish_id = Some(plan.publish_id);

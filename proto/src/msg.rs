@@ -133,6 +133,11 @@ pub struct OnionPublish {
     pub client_auth: Vec<String>,
     /// How long to wait for the first descriptor upload.
     pub timeout_ms: u64,
+    /// Close the service's open rendezvous circuits when it is replaced:
+    /// tor keeps them on `DEL_ONION` (for running connections to finish), so
+    /// a revoked client would keep its access over them until they expire.
+    #[serde(default)]
+    pub close_circuits: bool,
 }
 
 impl std::fmt::Debug for OnionPublish {
@@ -143,6 +148,7 @@ impl std::fmt::Debug for OnionPublish {
             .field("virtual_port", &self.virtual_port)
             .field("target_port", &self.target_port)
             .field("client_auth", &self.client_auth.len())
+            .field("close_circuits", &self.close_circuits)
             .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
@@ -281,6 +287,7 @@ mod tests {
             target_port: 80,
             client_auth: vec!["b".repeat(52)],
             timeout_ms: 1,
+            close_circuits: false,
         };
         let f = ServiceFile {
             path: "/etc/x.conf".into(),

@@ -176,3 +176,8 @@ pub fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
     None
 }
+
+/// The shell command that puts `page` where the App VM's nginx serves it.
+pub fn page_script(page: &str) -> String {
+    format!("mkdir -p /var/www/tails-server && echo '{page}' > /var/www/tails-server/index.html")
+}

@@ -184,16 +184,7 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     let _ = ts(&["testnet", "down"]);
     ts_ok(&["testnet", "up"]);
     t_ok(&["up", "--network", "local"]);
-    t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"
-        ),
-    ]);
+    t_ok(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);
 
     // 20 add-client calls while `enable` runs: all 20 are authorized.
     let t0 = Instant::now();
@@ -288,19 +279,14 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     t_ok(&["nginx", "set-option", "autostart", "true"]);
     t_ok(&["down"]);
     t_ok(&["up", "--network", "local"]);
-    let st = json(&["nginx", "status", "--json"]);
-    assert_eq!(st["published"], true, "autostart: {st}");
+    assert!(
+        wait_until(120, || json(&["nginx", "status", "--json"])["published"]
+            == true),
+        "autostart: {}",
+        json(&["nginx", "status", "--json"])
+    );
     assert_eq!(nginx_address(), address);
-    t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"
-        ),
-    ]);
+    t_ok(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);
     assert!(
         fetches(&alice, &address, 8080, 240),
         "autostarted service not reached"

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tails_tests::faults::{kill, FetchLoop, Part};
 use tails_tests::leak::*;
 use tails_tests::torclient::FreshClient;
-use tails_tests::{pids_named, wait_until, yaml_field};
+use tails_tests::{page_script, pids_named, wait_until, yaml_field};
 
 const STATE: &str = "/run/ts-faults-test-state";
 const RUNTIME: &str = "/run/tails-server";
@@ -39,16 +39,7 @@ fn the_stack_heals_itself_and_nothing_leaks_meanwhile() {
     };
     let r = t(&["up", "--network", "local"]);
     assert_eq!(r.code, 0, "up: {r:?}");
-    let r = t(&[
-        "exec",
-        "appvm",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"
-        ),
-    ]);
+    let r = t(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);
     assert_eq!(r.code, 0, "{r:?}");
     let r = t(&["nginx", "enable"]);
     assert_eq!(r.code, 0, "enable: {r:?}");

@@ -28,16 +28,7 @@ fn nginx_onion_service_with_client_authorization() {
     ts_ok(&["testnet", "up"]);
     let r = ts_env(&["up", "--network", "local"], &env());
     assert_eq!(r.code, 0, "up: {r:?}");
-    ts_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"
-        ),
-    ]);
+    ts_ok(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);
 
     // The catalog and bad input first: nothing changes on error.
     let r = ts_env(&["list"], &env());

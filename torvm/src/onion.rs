@@ -20,6 +20,20 @@ pub const APPVM: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
 const MAX_CLIENTS: usize = 64;
 /// Longest wait for a descriptor upload the host may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(600);
+/// How long a tor that was just started may take to open its control socket.
+const TOR_START: Duration = Duration::from_secs(60);
+
+/// The control connection, waiting (until `deadline`) for a tor that is
+/// still starting (a publication ordered right after the Tor VM came up).
+async fn connect_when_ready(deadline: Instant) -> Result<Control, String> {
+    loop {
+        match Control::connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
 
 fn is_base32(s: &str, len: usize) -> bool {
     s.len() == len
@@ -92,7 +106,7 @@ async fn publish_inner(req: &OnionPublish) -> Result<u32, String> {
     let cmd = add_onion_command(req)?;
     let id = req.service_id.to_ascii_lowercase();
     let wait = Duration::from_millis(req.timeout_ms).min(MAX_WAIT);
-    let mut c = Control::connect().await?;
+    let mut c = connect_when_ready(Instant::now() + wait.min(TOR_START)).await?;
     let ev = c.command("SETEVENTS HS_DESC").await?;
     if ev.code != 250 {
         return Err(format!("tor refused SETEVENTS ({})", ev.code));
@@ -102,6 +116,12 @@ async fn publish_inner(req: &OnionPublish) -> Result<u32, String> {
     let del = c.command(&format!("DEL_ONION {id}")).await?;
     if del.code != 250 && del.code != 552 {
         return Err(format!("tor refused DEL_ONION ({})", del.code));
+    }
+    if del.code == 250 && req.close_circuits {
+        let n = close_rend_circuits(&mut c, &id).await?;
+        log(&format!(
+            "closed {n} rendezvous circuit(s) of the replaced onion service"
+        ));
     }
     let added = c.command(&cmd).await?;
     if added.code != 250 {
@@ -150,7 +170,50 @@ async fn publish_inner(req: &OnionPublish) -> Result<u32, String> {
     Ok(uploads)
 }
 
-/// Take a service down.
+/// The ids of `service_id`'s rendezvous circuits in the lines of `GETINFO
+/// circuit-status` (`<id> <status> [<path>] … PURPOSE=HS_SERVICE_REND …
+/// REND_QUERY=<service id> …`).
+pub fn rend_circuits(lines: &[String], service_id: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let l = l.strip_prefix("circuit-status=").unwrap_or(l);
+            let mut words = l.split(' ');
+            let id = words.next()?;
+            if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let (mut rend, mut ours) = (false, false);
+            for w in words {
+                rend |= w == "PURPOSE=HS_SERVICE_REND";
+                ours |= w
+                    .strip_prefix("REND_QUERY=")
+                    .is_some_and(|q| q.eq_ignore_ascii_case(service_id));
+            }
+            (rend && ours).then(|| id.to_owned())
+        })
+        .collect()
+}
+
+/// Close the service's rendezvous circuits (its visitors' connections):
+/// after a client was revoked, none may go on over a circuit it already had.
+async fn close_rend_circuits(c: &mut Control, service_id: &str) -> Result<usize, String> {
+    let r = c.command("GETINFO circuit-status").await?;
+    if r.code != 250 {
+        return Err(format!("tor refused GETINFO circuit-status ({})", r.code));
+    }
+    let ids = rend_circuits(&r.lines, service_id);
+    for id in &ids {
+        // 552: it closed by itself meanwhile.
+        let closed = c.command(&format!("CLOSECIRCUIT {id}")).await?;
+        if closed.code != 250 && closed.code != 552 {
+            return Err(format!("tor refused CLOSECIRCUIT ({})", closed.code));
+        }
+    }
+    Ok(ids.len())
+}
+
+/// Take a service down, and close its visitors' circuits.
 pub async fn remove(service_id: String) -> GuestMsg {
     if !is_base32(&service_id, 56) {
         return GuestMsg::Error {
@@ -161,7 +224,10 @@ pub async fn remove(service_id: String) -> GuestMsg {
         let mut c = Control::connect().await?;
         let r = c.command(&format!("DEL_ONION {service_id}")).await?;
         match r.code {
-            250 | 552 => Ok(()),
+            250 => close_rend_circuits(&mut c, &service_id.to_ascii_lowercase())
+                .await
+                .map(|_| ()),
+            552 => Ok(()),
             code => Err(format!("tor refused DEL_ONION ({code})")),
         }
     }
@@ -184,7 +250,24 @@ mod tests {
             target_port: 8080,
             client_auth: vec!["B".repeat(52)],
             timeout_ms: 1000,
+            close_circuits: false,
         }
+    }
+
+    #[test]
+    fn rendezvous_circuits_of_one_service_are_found() {
+        let sid = "a".repeat(56);
+        let lines: Vec<String> = [
+            "circuit-status=".to_string(),
+            format!("12 BUILT $AA~r1,$BB~r2 BUILD_FLAGS=IS_INTERNAL PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_JOINED REND_QUERY={sid} TIME_CREATED=x"),
+            format!("13 BUILT $AA~r1 PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={sid}"),
+            format!("14 BUILT $AA~r1 PURPOSE=HS_SERVICE_REND REND_QUERY={}", "b".repeat(56)),
+            format!("15 EXTENDED PURPOSE=HS_SERVICE_REND REND_QUERY={}", sid.to_uppercase()),
+            "x1 BUILT PURPOSE=HS_SERVICE_REND REND_QUERY=aaaa".to_string(),
+            "OK".to_string(),
+        ]
+        .into();
+        assert_eq!(rend_circuits(&lines, &sid), ["12", "15"]);
     }
 
     #[test]

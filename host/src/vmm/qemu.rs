@@ -207,7 +207,7 @@ impl Backend for Qemu {
             name: spec.name.clone(),
             pid,
             qmp: spec.dir.join("qmp.sock"),
-            exited,
+            end: End::Child(exited),
         }))
     }
 }
@@ -230,55 +230,27 @@ struct QemuVm {
     name: String,
     pid: u32,
     qmp: PathBuf,
-    exited: Arc<Mutex<Option<String>>>,
+    end: End,
+}
+
+/// How a QEMU's end is seen.
+enum End {
+    /// Our child: a thread waits for it and says how it ended.
+    Child(Arc<Mutex<Option<String>>>),
+    /// Started by a daemon that died: polled, by pid and start time.
+    Adopted(crate::proc::ProcId),
 }
 
 /// A QEMU that a daemon which died started: taken over by pid and start
 /// time (never by pid alone), controlled over its QMP socket like any other.
 /// Its end is seen by polling the process (it is not our child).
 pub fn adopt(name: &str, proc: crate::proc::ProcId, qmp: PathBuf) -> Box<dyn Vm> {
-    Box::new(AdoptedVm {
+    Box::new(QemuVm {
         name: name.to_owned(),
-        proc,
+        pid: proc.pid,
         qmp,
+        end: End::Adopted(proc),
     })
-}
-
-struct AdoptedVm {
-    name: String,
-    proc: crate::proc::ProcId,
-    qmp: PathBuf,
-}
-
-impl Vm for AdoptedVm {
-    fn pid(&self) -> Option<u32> {
-        Some(self.proc.pid)
-    }
-
-    fn exited(&self) -> Option<String> {
-        (!self.proc.alive()).then(|| "ended (it was started by a daemon that died)".to_owned())
-    }
-
-    fn info(&self) -> Result<VmInfo, VmmError> {
-        if self.exited().is_some() {
-            return Err(VmmError::NotRunning {
-                vm: self.name.clone(),
-            });
-        }
-        info(&self.name, &self.qmp)
-    }
-
-    fn powerdown(&self) -> Result<(), VmmError> {
-        qmp_call(&self.name, &self.qmp, &qapi::qmp::system_powerdown {}).map(|_| ())
-    }
-
-    fn quit(&self) -> Result<(), VmmError> {
-        qmp_call(&self.name, &self.qmp, &qapi::qmp::quit {}).map(|_| ())
-    }
-
-    fn kill(&self) {
-        self.proc.kill();
-    }
 }
 
 /// The VM's state, memory and accelerator, asked over QMP.
@@ -329,7 +301,12 @@ impl Vm for QemuVm {
     }
 
     fn exited(&self) -> Option<String> {
-        self.exited.lock().ok().and_then(|g| g.clone())
+        match &self.end {
+            End::Child(slot) => slot.lock().ok().and_then(|g| g.clone()),
+            End::Adopted(p) => {
+                (!p.alive()).then(|| "ended (it was started by a daemon that died)".to_owned())
+            }
+        }
     }
 
     fn info(&self) -> Result<VmInfo, VmmError> {
@@ -350,11 +327,15 @@ impl Vm for QemuVm {
     }
 
     fn kill(&self) {
-        if self.exited().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        match &self.end {
+            End::Adopted(p) => p.kill(),
+            End::Child(_) if self.exited().is_none() => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            End::Child(_) => {}
         }
     }
 }

@@ -180,6 +180,25 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     std::fs::write(&file, &good).expect("restore");
     assert_eq!(nginx_address(), other_address);
 
+    // Autostart at boot: the systemd unit is enabled and disabled.
+    let enabled = || {
+        std::process::Command::new("systemctl")
+            .args(["is-enabled", "--quiet", "tails-server.service"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let r = t_ok(&["autostart", "on", "--network", "local"]);
+    assert!(r.stdout.contains("at boot"), "{r:?}");
+    assert!(enabled(), "autostart on enables tails-server.service");
+    let settings = std::fs::read_to_string(Path::new(STATE).join("settings.json")).expect("settings");
+    assert!(settings.contains("\"local\""), "{settings}");
+    refused(
+        &["autostart", "on", "--network", "none", "--bridge", "192.0.2.7:443 AAAA"],
+        "bridges need an uplink",
+    );
+    t_ok(&["autostart", "off"]);
+    assert!(!enabled(), "autostart off disables it");
+
     // --- The stack on the testnet. ---
     let _ = ts(&["testnet", "down"]);
     ts_ok(&["testnet", "up"]);

@@ -119,7 +119,7 @@ async fn publish_inner(req: &OnionPublish) -> Result<u32, String> {
     }
     if del.code == 250 && req.close_circuits {
         let n = close_rend_circuits(&mut c, &id).await?;
-        log(&format!(
+        log(format!(
             "closed {n} rendezvous circuit(s) of the replaced onion service"
         ));
     }

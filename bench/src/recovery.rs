@@ -50,7 +50,7 @@ pub fn run(bin: &Path, runs: u32) -> Result<()> {
     let join = tails_testnet::join_options(&tails_testnet::Config::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let client = FreshClient::with_keys("ts-outside", &join, "10.100.0.2:9091".parse()?, &[&line]);
-    let fetching = FetchLoop::start(client.socks, &address, 80);
+    let fetching = FetchLoop::start(None, client.socks, &address, 80);
     if fetching.first_answer_after(Instant::now(), LIMIT).is_none() {
         bail!("the client never got an answer from {address}");
     }

@@ -965,3 +965,88 @@ impl From<StackError> for DaemonError {
         DaemonError::Stack(Box::new(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor(tag: &str) -> (Arc<Supervisor>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ts-sup-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let paths = Paths {
+            runtime: dir.join("run"),
+            log: dir.join("log"),
+            images: dir.join("images"),
+            lib: dir.join("lib"),
+            state: dir.join("state"),
+        };
+        std::fs::create_dir_all(&paths.runtime).expect("mkdir");
+        let store = Store::open(&paths.state).expect("store");
+        let sup = Supervisor::new(paths, Catalog::default(), store, Desired::default());
+        (sup, dir)
+    }
+
+    fn round(gen: u64, ok: bool) -> Round {
+        Round {
+            gen,
+            stack: if ok {
+                Ok(())
+            } else {
+                Err(ApiError {
+                    kind: ErrorKind::Stack,
+                    message: "failed".into(),
+                })
+            },
+            services: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_the_first_round_that_saw_its_request() {
+        let (sup, dir) = supervisor("settle");
+        let gen = sup
+            .want(|d| {
+                d.stack = Some(StackWant {
+                    network: Network::None,
+                    bridges: vec![],
+                    confirmed: false,
+                })
+            })
+            .expect("want");
+        assert_eq!(gen, 1);
+        // The desired state is saved at once, for a daemon that follows.
+        assert!(read_desired(sup.paths()).expect("read").stack.is_some());
+        let waiter = {
+            let sup = sup.clone();
+            tokio::spawn(async move { sup.settle(gen).await })
+        };
+        // A failed start, then (its undoing) a calm round: the waiter must
+        // be told of the failure, even if it looks only afterwards.
+        sup.finish_round(round(0, true));
+        sup.finish_round(round(1, false));
+        sup.finish_round(round(2, true));
+        sup.finish_round(round(2, true));
+        let r = waiter.await.expect("join");
+        assert_eq!(r.gen, 1);
+        assert!(r.stack.is_err(), "{r:?}");
+        let late = sup.settle(2).await;
+        assert!(late.gen == 2 && late.stack.is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn changes_are_counted_under_the_desired_lock() {
+        let (sup, dir) = supervisor("count");
+        let a = sup.poke();
+        let b = sup
+            .want(|d| {
+                d.services.insert("nginx".into(), Phase::Enabling);
+            })
+            .expect("want");
+        assert!(b > a);
+        assert!(sup.desired().services.contains_key("nginx"));
+        assert!(!sup.idle(), "an enabled service is something to supervise");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

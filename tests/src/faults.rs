@@ -79,11 +79,24 @@ pub struct FetchLoop {
 }
 
 impl FetchLoop {
-    pub fn start(socks: SocketAddr, address: &str, port: u16) -> FetchLoop {
+    /// Fetch through the client at `socks`, from the host's own network
+    /// namespace (`netns` None) or from inside `netns` (the namespace the
+    /// stack runs in for the leak tests: the client is reached only from
+    /// there, never through the machine's own network).
+    pub fn start(netns: Option<&str>, socks: SocketAddr, address: &str, port: u16) -> FetchLoop {
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s, host) = (attempts.clone(), stop.clone(), address.to_owned());
+        let ns = netns.map(|n| {
+            std::fs::File::open(format!("/run/netns/{n}"))
+                .unwrap_or_else(|e| panic!("network namespace {n}: {e}"))
+        });
         let thread = std::thread::spawn(move || {
+            if let Some(f) = ns {
+                // This thread only: the test's other threads stay where they are.
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("enter the network namespace");
+            }
             while !s.load(Ordering::SeqCst) {
                 let start = Instant::now();
                 let f = http_get(socks, &host, port, Duration::from_secs(30));

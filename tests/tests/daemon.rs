@@ -190,10 +190,18 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     let r = t_ok(&["autostart", "on", "--network", "local"]);
     assert!(r.stdout.contains("at boot"), "{r:?}");
     assert!(enabled(), "autostart on enables tails-server.service");
-    let settings = std::fs::read_to_string(Path::new(STATE).join("settings.json")).expect("settings");
+    let settings =
+        std::fs::read_to_string(Path::new(STATE).join("settings.json")).expect("settings");
     assert!(settings.contains("\"local\""), "{settings}");
     refused(
-        &["autostart", "on", "--network", "none", "--bridge", "192.0.2.7:443 AAAA"],
+        &[
+            "autostart",
+            "on",
+            "--network",
+            "none",
+            "--bridge",
+            "192.0.2.7:443 AAAA",
+        ],
         "bridges need an uplink",
     );
     t_ok(&["autostart", "off"]);

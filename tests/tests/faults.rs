@@ -52,7 +52,7 @@ fn the_stack_heals_itself_and_nothing_leaks_meanwhile() {
         "10.100.0.2:9081".parse().expect("addr"),
         &[&line],
     );
-    let fetching = FetchLoop::start(client.socks, &address, 80);
+    let fetching = FetchLoop::start(Some(STACK_NS), client.socks, &address, 80);
     assert!(
         fetching
             .first_answer_after(Instant::now(), Duration::from_secs(240))

@@ -8,6 +8,18 @@ use tails_tests::*;
 
 const RUNTIME: &str = "/run/tails-server";
 
+/// A DNS datagram from the App VM to 10.1.2.1:53, across the internal link.
+fn dns_to_gateway() -> Run {
+    ts(&[
+        "exec",
+        "appvm",
+        "--",
+        "bash",
+        "-c",
+        "exec 3<>/dev/udp/10.1.2.1/53; echo x >&3; read -t 5 -u 3; echo \"rc=$?\"",
+    ])
+}
+
 fn clean_start() {
     tails_tests::clean_start(Path::new(RUNTIME));
 }
@@ -68,14 +80,7 @@ fn foundation_end_to_end() {
     // gateway: a DNS datagram to 10.1.2.1:53 is redirected to tor's DNSPort
     // there, where (no tor with --network none) the Tor VM's kernel answers
     // "port unreachable". That answer is the only thing the App VM gets back.
-    let r = ts(&[
-        "exec",
-        "appvm",
-        "--",
-        "bash",
-        "-c",
-        "exec 3<>/dev/udp/10.1.2.1/53; echo x >&3; read -t 5 -u 3; echo \"rc=$?\"",
-    ]);
+    let r = dns_to_gateway();
     assert!(
         r.stderr.contains("Connection refused"),
         "an answer from the Tor VM: {r:?}"
@@ -187,14 +192,7 @@ fn foundation_end_to_end() {
     );
     ts_ok(&["exec", "torvm", "--", "true"]);
     // The internal link came back too: the new Tor VM answers the App VM.
-    let r = ts(&[
-        "exec",
-        "appvm",
-        "--",
-        "bash",
-        "-c",
-        "exec 3<>/dev/udp/10.1.2.1/53; echo x >&3; read -t 5 -u 3; echo \"rc=$?\"",
-    ]);
+    let r = dns_to_gateway();
     assert!(
         r.stderr.contains("Connection refused"),
         "the link to the restarted Tor VM: {r:?}"

@@ -112,7 +112,8 @@ fn last_log_line(paths: &Paths) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     let line = line
-        .strip_prefix("tails-server daemon: ")
+        .split_once("tails-server daemon: ")
+        .map(|(_, l)| l)
         .or_else(|| line.strip_prefix("tails-server: "))
         .unwrap_or(line);
     format!("{line} (see {})", paths.daemon_log().display())

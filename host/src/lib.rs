@@ -33,9 +33,53 @@ pub mod vmm;
 pub use paths::Paths;
 
 /// Log a line to the daemon's log (its stderr, redirected by whoever
-/// started it). Never pass a secret or a guest's raw bytes.
+/// started it), with the time in UTC. Never pass a secret or a guest's raw
+/// bytes.
 pub fn log(msg: impl std::fmt::Display) {
-    eprintln!("tails-server daemon: {msg}");
+    eprintln!("{} tails-server daemon: {msg}", utc_now());
+}
+
+/// Now, as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn utc_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_log_time_is_a_utc_date() {
+        let t = super::utc_now();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+        let out = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d"])
+            .output()
+            .expect("date");
+        let today = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // (Unless the test runs across midnight.)
+        assert!(t.starts_with(&today) || today.is_empty(), "{t} vs {today}");
+    }
 }
 
 /// The inputs of the image build for this installation.

@@ -65,6 +65,16 @@ pub fn utc_now() -> String {
     )
 }
 
+/// The inputs of the image build for this installation.
+pub fn image_inputs(paths: &Paths) -> tails_images::BuildInputs {
+    tails_images::BuildInputs {
+        torvm_agent: paths.agent("torvm"),
+        appvm_agent: paths.agent("appvm"),
+        services_dir: paths.services(),
+        cache_dir: paths.images.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -79,15 +89,5 @@ mod tests {
         let today = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         // (Unless the test runs across midnight.)
         assert!(t.starts_with(&today) || today.is_empty(), "{t} vs {today}");
-    }
-}
-
-/// The inputs of the image build for this installation.
-pub fn image_inputs(paths: &Paths) -> tails_images::BuildInputs {
-    tails_images::BuildInputs {
-        torvm_agent: paths.agent("torvm"),
-        appvm_agent: paths.agent("appvm"),
-        services_dir: paths.services(),
-        cache_dir: paths.images.clone(),
     }
 }

@@ -59,7 +59,16 @@ pub fn kill(part: Part, runtime: &std::path::Path) -> Instant {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap_or_else(|e| panic!("kill {}: {e}", part.name()));
-    Instant::now()
+    let killed = Instant::now();
+    // Gone (not merely signalled) before the caller goes on: a command sent
+    // to a daemon still on its way out would meet a closing socket.
+    let gone = crate::wait_until(5, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with(['Z', 'X'])))
+            .unwrap_or(true)
+    });
+    assert!(gone, "{} (pid {pid}) did not die", part.name());
+    killed
 }
 
 /// One fetch: when it started, when it ended, whether the service answered.

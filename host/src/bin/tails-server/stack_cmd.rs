@@ -46,35 +46,54 @@ fn tor_bar() -> indicatif::ProgressBar {
 }
 
 pub async fn up(paths: &Paths, network: Network, bridges: Vec<String>) -> Result<()> {
-    let conn = client::connect_or_start(paths).await?;
-    let pid = tails_server::takeover::daemon_pid(paths);
     let start = Instant::now();
     let pb = spinner();
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let reply = call(conn, &Request::Up { network, bridges }, |ev| {
-        let elapsed = start.elapsed().as_secs_f64();
-        match ev {
-            Event::Step(m) => match &pb {
-                Some(pb) => {
-                    pb.println(format!("[{elapsed:5.1}s] {m}"));
-                    pb.set_message(m.to_owned());
-                }
-                None => eprintln!("[{elapsed:5.1}s] {m}"),
-            },
-            Event::Tor(p) => match &pb {
-                Some(pb) => {
-                    let b = bar.get_or_insert_with(|| {
-                        pb.finish_and_clear();
-                        tor_bar()
-                    });
-                    b.set_position(p.progress.into());
-                    b.set_message(p.summary.clone());
-                }
-                None => eprintln!("[{elapsed:5.1}s] tor {}%: {}", p.progress, p.summary),
-            },
+    let mut attempt = 0;
+    let (reply, pid) = loop {
+        attempt += 1;
+        let conn = client::connect_or_start(paths).await?;
+        let pid = tails_server::takeover::daemon_pid(paths);
+        let mut heard = false;
+        let req = Request::Up {
+            network,
+            bridges: bridges.clone(),
+        };
+        let r = call(conn, &req, |ev| {
+            heard = true;
+            let elapsed = start.elapsed().as_secs_f64();
+            match ev {
+                Event::Step(m) => match &pb {
+                    Some(pb) => {
+                        pb.println(format!("[{elapsed:5.1}s] {m}"));
+                        pb.set_message(m.to_owned());
+                    }
+                    None => eprintln!("[{elapsed:5.1}s] {m}"),
+                },
+                Event::Tor(p) => match &pb {
+                    Some(pb) => {
+                        let b = bar.get_or_insert_with(|| {
+                            pb.finish_and_clear();
+                            tor_bar()
+                        });
+                        b.set_position(p.progress.into());
+                        b.set_message(p.summary.clone());
+                    }
+                    None => eprintln!("[{elapsed:5.1}s] tor {}%: {}", p.progress, p.summary),
+                },
+            }
+        })
+        .await;
+        match r {
+            // A daemon on its way out (just killed, or stopping after a
+            // `down`) took the request and answered nothing: ask the next.
+            Err(client::ClientError::Closed) if !heard && attempt < 3 => {
+                client::wait_gone(pid).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => break (r, pid),
         }
-    })
-    .await;
+    };
     if let Some(b) = bar {
         b.finish();
     }

@@ -81,7 +81,10 @@ mod tests {
     fn the_log_time_is_a_utc_date() {
         let t = super::utc_now();
         assert_eq!(t.len(), 24, "{t}");
-        assert!(t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{t}"
+        );
         let out = std::process::Command::new("date")
             .args(["-u", "+%Y-%m-%d"])
             .output()

@@ -64,7 +64,11 @@ pub fn kill(part: Part, runtime: &std::path::Path) -> Instant {
     // to a daemon still on its way out would meet a closing socket.
     let gone = crate::wait_until(5, || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with(['Z', 'X'])))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with(['Z', 'X']))
+            })
             .unwrap_or(true)
     });
     assert!(gone, "{} (pid {pid}) did not die", part.name());
@@ -143,6 +147,35 @@ impl FetchLoop {
         loop {
             if let Some(a) = self.attempts().iter().find(|a| a.start > t && a.answered) {
                 return Some(a.end);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// After a kill at `t`: the end of the first answered fetch after the
+    /// service's last unanswered one, once the service has answered every
+    /// fetch for `settle` since; `None` if that does not happen within
+    /// `limit`. (A fetch answered just after the kill, before the supervisor
+    /// stopped what was left, is not a recovery.)
+    pub fn recovered(&self, t: Instant, settle: Duration, limit: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let after: Vec<Attempt> = self
+                .attempts()
+                .into_iter()
+                .filter(|a| a.start > t)
+                .collect();
+            let streak = match after.iter().rposition(|a| !a.answered) {
+                Some(i) => after.get(i + 1),
+                None => after.first(),
+            };
+            if let Some(first) = streak {
+                if first.answered && first.start.elapsed() >= settle {
+                    return Some(first.end);
+                }
             }
             if Instant::now() > deadline {
                 return None;

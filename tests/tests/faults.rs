@@ -82,7 +82,7 @@ fn the_stack_heals_itself_and_nothing_leaks_meanwhile() {
             assert_eq!(r.code, 0, "up after the daemon died: {r:?}");
             assert!(r.stdout.contains("took over its stack"), "{r:?}");
         }
-        let back = fetching.first_answer_after(killed, Duration::from_secs(300));
+        let back = fetching.recovered(killed, Duration::from_secs(10), Duration::from_secs(420));
         let Some(back) = back else {
             panic!(
                 "after killing {}, the client got no answer: {:?}; status: {}",

@@ -117,8 +117,9 @@ pub struct LiveReport {
 struct Restarts {
     /// Restarts since the stack was last healthy for [`HEALTHY`].
     attempts: u32,
-    /// Restarts in all, since this daemon started.
-    total: u32,
+    /// Times each VM was started again, since this daemon started (a
+    /// whole-stack restart counts for both).
+    per_vm: [u32; 2],
     next_at: Option<Instant>,
     last_start: Option<Instant>,
 }
@@ -166,6 +167,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these small locks leaves consistent
     // data (each is changed in one assignment): keep going.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn vm_index(role: Role) -> usize {
+    match role {
+        Role::Torvm => 0,
+        Role::Appvm => 1,
+    }
 }
 
 /// Read the desired state a previous daemon left; the default if none.
@@ -320,9 +328,9 @@ impl Supervisor {
         }
     }
 
-    /// How many times the stack was restarted by this daemon.
-    pub fn restarts(&self) -> u32 {
-        lock(&self.restarts).total
+    /// How many times this daemon started `role`'s VM again.
+    pub fn restarts(&self, role: Role) -> u32 {
+        lock(&self.restarts).per_vm[vm_index(role)]
     }
 
     /// What runs of `name`.
@@ -574,7 +582,7 @@ impl Supervisor {
         }
         let restart = want.confirmed;
         if restart {
-            let n = self.count_attempt();
+            let n = self.count_attempt(&[Role::Torvm, Role::Appvm]);
             self.incident(format!(
                 "starting the stack again (attempt {n} of {MAX_RESTARTS}, network {})",
                 want.network
@@ -631,14 +639,17 @@ impl Supervisor {
         }
     }
 
-    /// Restarts are left in the budget.
-    /// Count a restart; which attempt it is.
-    fn count_attempt(&self) -> u32 {
+    /// Count a restart of `roles`; which attempt it is.
+    fn count_attempt(&self, roles: &[Role]) -> u32 {
         let mut r = lock(&self.restarts);
         r.attempts += 1;
-        r.total += 1;
+        for role in roles {
+            r.per_vm[vm_index(*role)] += 1;
+        }
         r.attempts
     }
+
+    /// Restarts are left in the budget.
 
     fn may_restart(&self) -> bool {
         lock(&self.restarts).attempts < MAX_RESTARTS
@@ -647,7 +658,7 @@ impl Supervisor {
     /// Start `role`'s VM again (the rest of the stack runs on); what ran in
     /// it is forgotten, so the services are started or published again.
     async fn restart_vm(&self, stack: &Stack, role: Role, how: &str) -> Result<(), UpError> {
-        let n = self.count_attempt();
+        let n = self.count_attempt(&[role]);
         self.incident(format!(
             "{} died ({how}); starting it again (attempt {n} of {MAX_RESTARTS}; the other VM runs on, the host firewall stays loaded)",
             Part::Vm(role)

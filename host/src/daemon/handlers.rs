@@ -161,9 +161,8 @@ impl Handlers {
         let stack = match self.sup.stack() {
             Some(s) => {
                 let mut vms = s.status().await;
-                let restarts = self.sup.restarts();
                 for vm in &mut vms {
-                    vm.restarts = restarts;
+                    vm.restarts = self.sup.restarts(vm.name);
                 }
                 Some(StackReport {
                     accel: s.accel.name().into(),

@@ -243,13 +243,11 @@ fn print_status(r: &StatusReport) {
             if let Some(p) = vm.pid {
                 println!("  pid: {p}");
             }
+            println!("  restarts: {}", vm.restarts);
             println!("  console-log: {}", vm.console_log);
             if let Some(t) = &vm.tor {
                 println!("  tor: {}% ({})", t.progress, t.summary);
             }
-        }
-        if let Some(vm) = s.vms.first() {
-            println!("stack restarts: {}", vm.restarts);
         }
     }
     for svc in &r.services {

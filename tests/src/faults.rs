@@ -172,8 +172,20 @@ impl FetchLoop {
                 Some(i) => after.get(i + 1),
                 None => after.first(),
             };
-            if let Some(first) = streak {
-                if first.answered && first.start.elapsed() >= settle {
+            // Steady: answered since, at least three fetches, the last one
+            // just now (a fetch that hangs through an outage is not in the
+            // list until it ends).
+            if let (Some(first), Some(last)) = (streak, after.last()) {
+                let fetches = after.len()
+                    - after
+                        .iter()
+                        .position(|a| a.start == first.start)
+                        .unwrap_or(0);
+                if first.answered
+                    && fetches >= 3
+                    && last.end.elapsed() < Duration::from_secs(3)
+                    && last.end.duration_since(first.start) >= settle
+                {
                     return Some(first.end);
                 }
             }

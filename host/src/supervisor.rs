@@ -650,7 +650,6 @@ impl Supervisor {
     }
 
     /// Restarts are left in the budget.
-
     fn may_restart(&self) -> bool {
         lock(&self.restarts).attempts < MAX_RESTARTS
     }

@@ -30,6 +30,8 @@ mod state;
 mod torrc;
 mod web;
 
+pub use web::utc;
+
 use std::ffi::CString;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -361,7 +361,7 @@ pub(crate) fn log_line(t: SystemTime, peer: SocketAddr, request_line: &str, stat
 }
 
 /// Formats Unix seconds as UTC, ISO 8601 (days to civil date: H. Hinnant's algorithm).
-fn utc(secs: u64) -> String {
+pub fn utc(secs: u64) -> String {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     let z = days + 719_468;

@@ -721,7 +721,10 @@ impl Stack {
                 std::io::Write::write_all(&mut f, b"\n---- tails-server: restarting this VM ----\n")
             });
         mkdir(&self.paths.vm_dir(role.name()), self.users.of(role), 0o700)?;
-        lock(&self.vhost).rearm(&self.paths, self.users.vsock, role, self.users.of(role))?;
+        // A short wait for a socket file: off the async workers.
+        tokio::task::block_in_place(|| {
+            lock(&self.vhost).rearm(&self.paths, self.users.vsock, role, self.users.of(role))
+        })?;
         progress(format!("starting {role} again ({})", self.accel.name()));
         let m = self.spawn(role)?;
         {

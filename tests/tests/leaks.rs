@@ -415,13 +415,11 @@ fn nothing_bypasses_tor() {
     // ---- Fail closed 2: then the Tor VM's QEMU killed too, with no ----
     // daemon to bring it back: the App VM reaches nothing at all.
     let cap = capture("torvm-killed");
-    let tor_pid = pids_named("qemu-system")
-        .into_iter()
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("torvm,debug-threads"))
-        })
-        .expect("the Tor VM's QEMU") as i32;
+    let tor_pid = tails_tests::faults::pid_of(
+        tails_tests::faults::Part::TorVm,
+        Path::new("/run/tails-server"),
+    )
+    .expect("the Tor VM's QEMU") as i32;
     assert!(
         t0.elapsed() + Duration::from_secs(3) < CUT_AT,
         "too slow: the second attack would start before the Tor VM is killed"

@@ -99,7 +99,7 @@ impl Handlers {
                 )));
             }
         }
-        let autostart = self.autostart_services().await;
+        let autostart = autostart_names(&self.sup).await;
         let mut progress = self.sup.subscribe_progress();
         let gen = self.sup.want(|d| {
             if d.stack.is_none() {
@@ -142,10 +142,6 @@ impl Handlers {
             ));
         }
         Ok(wait_bootstrap(&stack, network, tx).await)
-    }
-
-    async fn autostart_services(&self) -> Vec<String> {
-        autostart_names(&self.sup).await
     }
 
     async fn down(&self) -> Result<Reply> {

@@ -14,7 +14,7 @@ use tails_server::client::{self, call};
 use tails_server::Paths;
 
 use crate::output::{print, say, write_private};
-use crate::stack_cmd::expect;
+use crate::stack_cmd::{expect, unexpected};
 
 /// `tails-server <service> …`
 #[derive(Parser)]
@@ -99,12 +99,6 @@ async fn service_request(paths: &Paths, name: &str, action: ServiceAction) -> Re
 async fn ask(paths: &Paths, req: Request) -> Result<Reply> {
     let conn = client::connect_or_start(paths).await?;
     expect(call(conn, &req, |_| {}).await?)
-}
-
-fn unexpected(r: &Reply) -> anyhow::Error {
-    anyhow::anyhow!(
-        "the daemon answered something unexpected ({r:?}): is it the same version as this command?"
-    )
 }
 
 /// `tails-server list [--json]`

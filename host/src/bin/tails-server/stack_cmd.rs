@@ -19,7 +19,8 @@ pub fn expect(reply: Reply) -> Result<Reply> {
     }
 }
 
-fn unexpected(r: &Reply) -> anyhow::Error {
+/// A reply of another kind than the request wants.
+pub fn unexpected(r: &Reply) -> anyhow::Error {
     anyhow::anyhow!(
         "the daemon answered something unexpected ({r:?}): is it the same version as this command?"
     )

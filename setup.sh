@@ -83,8 +83,9 @@ if [ "$("$PREFIX/bin/vhost-device-vsock" --version 2>/dev/null || true)" != "vho
     || die "cargo install vhost-device-vsock failed"
 fi
 
-# 4. Unprivileged system users, one per process that touches guest data.
-for u in tails-vsock tails-torvm tails-appvm; do
+# 4. Unprivileged system users, one per process that touches guest data:
+#    each VM's QEMU and each VM's vsock backend.
+for u in tails-torvm tails-appvm tails-vsock-torvm tails-vsock-appvm; do
   if ! getent passwd "$u" >/dev/null; then
     say "creating system user $u"
     adduser --system --group --no-create-home --home /nonexistent --shell /usr/sbin/nologin "$u" >/dev/null
@@ -101,13 +102,15 @@ fi
 
 # 5. Build: the host binary, and both guest agents linked statically.
 say "building tails-server and the guest agents"
-cargo build --release --locked -p tails-server
+cargo build --release --locked -p tails-server -p tails-jailer
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-torvm-agent -p tails-appvm-agent
 
 # 6. Install.
 install -d -m 0755 "$LIBDIR" "$LIBDIR/services"
 install -m 0755 target/release/tails-server "$PREFIX/bin/tails-server"
+# The jailer runs as root and starts each QEMU and vsock backend in its jail.
+install -m 0755 target/release/tails-jailer "$LIBDIR/tails-jailer"
 for a in torvm appvm; do
   install -m 0755 "target/x86_64-unknown-linux-gnu/release/tails-$a-agent" "$LIBDIR/tails-$a-agent"
 done

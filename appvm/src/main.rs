@@ -5,9 +5,11 @@
 //! overlay, so nothing the services write survives a restart, switches into
 //! it, configures the fixed identity of the internal link (10.1.2.3/24 on
 //! 00:11:22:33:44:55, gateway 10.1.2.1 at 00:55:44:33:22:11, pinned in the
-//! neighbour table), loads its firewall (see [`tails_nft::appvm`]) before
+//! neighbour table), moves its clock by a random offset ([`clock`]), loads
+//! its firewall (see [`tails_nft::appvm`]) before
 //! the link comes up, and serves the host on vsock.
 
+mod clock;
 mod services;
 
 use nix::mount::MsFlags;
@@ -47,6 +49,8 @@ fn early_init() -> Result<(), String> {
         pid1::sysctl(k, v).map_err(|e| e.to_string())?;
     }
     nix::unistd::sethostname(HOSTNAME).map_err(|e| format!("sethostname: {e}"))?;
+    clock::randomize()?;
+    log("clock moved by a random offset (boot clock randomization)");
     firewall()
 }
 

@@ -40,7 +40,7 @@ enum Bench {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         runs: u32,
     },
-    /// Each kill (Tor VM, App VM, vhost-device-vsock, daemon) to the first
+    /// Each kill (Tor VM, App VM, the App VM's vsock backend, daemon) to the first
     /// answer again vs a cold `up` + `enable`, on the testnet.
     Recovery {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]

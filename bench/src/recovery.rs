@@ -1,5 +1,5 @@
 //! `recovery`: time from killing one part of the stack (SIGKILL: the Tor
-//! VM's QEMU, the App VM's QEMU, vhost-device-vsock, the daemon) to the
+//! VM's QEMU, the App VM's QEMU, the App VM's vsock backend, the daemon) to the
 //! first answer an authorized client gets again, against the time from a
 //! cold `up` + `enable` to the first answer, in the same run. Target: each
 //! ratio ≤ 0.5 (only what died is redone).

@@ -185,6 +185,14 @@ pub fn kvm_group() -> Option<u32> {
         .map(|g| g.gid.as_raw())
 }
 
+/// Can KVM on this host run a guest at a TSC frequency of our choosing
+/// (`KVM_CAP_TSC_CONTROL`)? Asked only when KVM is used.
+pub fn tsc_scaling() -> bool {
+    kvm_ioctls::Kvm::new()
+        .map(|k| k.check_extension(kvm_ioctls::Cap::TscControl))
+        .unwrap_or(false)
+}
+
 /// The probe's first step (runs in a child): Ok when a vCPU executed our code.
 pub fn probe_kvm() -> Result<(), String> {
     use kvm_bindings::kvm_userspace_memory_region;

@@ -103,13 +103,16 @@ pub async fn wait_gone(pid: Option<u32>) {
     }
 }
 
-/// The last line of the daemon's log (why it exited).
+/// Why the daemon we started exited: the last error line in the daemon's
+/// log (`tails-server: …`, what a daemon prints as it fails), else the last
+/// line (another daemon may have written after ours).
 fn last_log_line(paths: &Paths) -> String {
     let text = std::fs::read_to_string(paths.daemon_log()).unwrap_or_default();
     let line = text
         .lines()
         .rev()
-        .find(|l| !l.trim().is_empty())
+        .find(|l| l.starts_with("tails-server: "))
+        .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
         .unwrap_or("");
     let line = line
         .split_once("tails-server daemon: ")
@@ -150,16 +153,18 @@ pub async fn spawn_daemon(paths: &Paths) -> Result<UnixStream, ClientError> {
     let mut child = cmd.spawn().map_err(ClientError::Spawn)?;
     let start = Instant::now();
     loop {
-        if let Some(c) = connect(paths).await {
-            // Reap it when it exits (it lives on in its own session).
-            std::thread::spawn(move || child.wait());
-            return Ok(c);
-        }
+        // Ours ended (refused: another daemon holds the lock): say so, even
+        // if that other one's socket is there by now.
         if let Ok(Some(s)) = child.try_wait() {
             return Err(ClientError::Exited {
                 status: s.to_string(),
                 last: last_log_line(paths),
             });
+        }
+        if let Some(c) = connect(paths).await {
+            // Reap it when it exits (it lives on in its own session).
+            std::thread::spawn(move || child.wait());
+            return Ok(c);
         }
         if start.elapsed() > Duration::from_secs(15) {
             return Err(ClientError::NoSocket {

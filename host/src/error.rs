@@ -45,6 +45,8 @@ pub enum DaemonError {
     NotUp,
     #[error("tails-server is starting or stopping; try again in a moment")]
     Busy,
+    #[error("`down` was asked while the stack or a service was starting: it was stopped")]
+    StoppedByDown,
     #[error("bridges need an uplink: use --network public or local")]
     BridgesNeedUplink,
     #[error("tails-server is up on the {0} network: `tails-server down` first to change it")]
@@ -105,7 +107,7 @@ impl DaemonError {
                 ErrorKind::Invalid
             }
             OtherNetwork(_) => ErrorKind::Invalid,
-            RestartPending { .. } | Busy => ErrorKind::Busy,
+            RestartPending { .. } | Busy | StoppedByDown => ErrorKind::Busy,
             UnknownService(_) => ErrorKind::NotFound,
             NotUp => ErrorKind::NotUp,
             Reported(e) => e.kind,

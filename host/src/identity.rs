@@ -57,7 +57,28 @@ emit host.domain "$(cat /proc/sys/kernel/domainname)"
 emit time.zone "$(date +%Z%z)"
 emit time.localtime "$(readlink -f /etc/localtime 2>/dev/null || echo '(none)')"
 emit machine_id "$(cat /etc/machine-id 2>/dev/null || echo '(none)')"
+emit apt.sources "$(cat /etc/apt/sources.list 2>/dev/null | tr '\n' '|')"
+emit apt.sources_d "$(ls /etc/apt/sources.list.d 2>/dev/null | tr '\n' ' ')"
+emit apt.conf_d "$(ls /etc/apt/apt.conf.d 2>/dev/null | tr '\n' ' ')"
 "#;
+
+/// What `identity` says of the App VM's clock: the window it is moved in
+/// at each boot, never a time.
+pub fn clock_window() -> String {
+    format!(
+        "moved at each boot, before any service starts, by a random {} to {} s earlier or later (boot clock randomization, as in Whonix); the Tor VM's clock is exact, for tor",
+        tails_proto::CLOCK_OFFSET_MIN_MS as f64 / 1000.0,
+        tails_proto::CLOCK_OFFSET_MAX_MS / 1000
+    )
+}
+
+/// What the App VM can observe that cannot be pinned on every host.
+pub const UNPINNED: &[&str] = &[
+    "the accelerator: under KVM the CPUID hypervisor leaf says KVM and the paravirtual clock (kvmclock) is there, under TCG neither",
+    "the TSC frequency under TCG, and under KVM on a host without TSC scaling",
+    "the host CPU's speed and its load, through timing (BogoMIPS, how fast code runs)",
+    "which CPU vulnerabilities the guest kernel reports (/sys/devices/system/cpu/vulnerabilities), as the host's microcode decides under KVM",
+];
 
 /// At most this many facts.
 const MAX_FACTS: usize = 512;

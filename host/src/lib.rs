@@ -18,6 +18,7 @@ pub mod client;
 pub mod daemon;
 pub mod error;
 pub mod firewall;
+pub mod firewall_watch;
 pub mod identity;
 pub mod paths;
 pub mod proc;
@@ -31,6 +32,15 @@ pub mod vhost;
 pub mod vmm;
 
 pub use paths::Paths;
+
+/// A guest's bytes as they may be shown on a terminal: control characters
+/// (escape sequences) made visible, `\r` dropped (see
+/// [`tails_jailer::logpump::escape`]).
+pub fn terminal_safe(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    tails_jailer::logpump::escape(bytes, &mut out);
+    out
+}
 
 /// Log a line to the daemon's log (its stderr, redirected by whoever
 /// started it), with the time in UTC. Never pass a secret or a guest's raw

@@ -37,6 +37,12 @@ impl Paths {
         }
     }
 
+    /// The lock a daemon holds for its whole life, beside the runtime
+    /// directory (which it removes at the end): no second daemon starts,
+    /// cleans up after a dead one or takes a stack over while it is held.
+    pub fn runtime_lock(&self) -> PathBuf {
+        self.runtime.with_extension("lock")
+    }
     pub fn control_socket(&self) -> PathBuf {
         self.runtime.join("control.sock")
     }
@@ -56,17 +62,33 @@ impl Paths {
     pub fn desired_file(&self) -> PathBuf {
         self.runtime.join("desired.json")
     }
-    /// vhost-device-vsock's directory (its sockets, both sides).
+    /// The vsock backends' directories.
     pub fn vsock_dir(&self) -> PathBuf {
         self.runtime.join("vsock")
     }
+    /// `vm`'s vsock backend's directory (its two sockets; its user's, 0700).
+    pub fn vsock_vm_dir(&self, vm: &str) -> PathBuf {
+        self.vsock_dir().join(vm)
+    }
     /// vhost-user socket QEMU connects to for `vm`.
     pub fn vhost_socket(&self, vm: &str) -> PathBuf {
-        self.vsock_dir().join(format!("{vm}.vhost"))
+        self.vsock_vm_dir(vm).join("vhost.sock")
     }
     /// Host side of `vm`'s vsock (the `CONNECT <port>` socket).
     pub fn vsock_uds(&self, vm: &str) -> PathBuf {
-        self.vsock_dir().join(format!("{vm}.vsock"))
+        self.vsock_vm_dir(vm).join("vsock.sock")
+    }
+    /// Where the jails' roots are built (root's, 0700).
+    pub fn jail_dir(&self) -> PathBuf {
+        self.runtime.join("jail")
+    }
+    /// The mount point of one jailed process's root.
+    pub fn jail_root(&self, name: &str) -> PathBuf {
+        self.jail_dir().join(name)
+    }
+    /// The jailer (see the tails-jailer crate).
+    pub fn jailer(&self) -> PathBuf {
+        self.lib.join("tails-jailer")
     }
     /// The internal link's directory (the Tor VM's user's, 0700).
     pub fn link_dir(&self) -> PathBuf {
@@ -93,8 +115,9 @@ impl Paths {
     pub fn daemon_log(&self) -> PathBuf {
         self.log.join("daemon.log")
     }
-    pub fn vhost_log(&self) -> PathBuf {
-        self.log.join("vhost-device-vsock.log")
+    /// `vm`'s vsock backend's messages.
+    pub fn vhost_log(&self, vm: &str) -> PathBuf {
+        self.log.join(format!("vhost-device-vsock.{vm}.log"))
     }
     pub fn agent(&self, vm: &str) -> PathBuf {
         self.lib.join(format!("tails-{vm}-agent"))
@@ -124,4 +147,21 @@ fn is_executable(p: &Path) -> bool {
     p.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// Make the (empty, root-only) mount point of a jail's root; the jailer
+/// mounts the jail's own tmpfs on it, in the jail's mount namespace only.
+pub fn make_jail_root(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = root.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+    }
+    match std::fs::create_dir(root) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)),
+    }
 }

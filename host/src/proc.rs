@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+/// The command name of tails-jailer (15 bytes at most, like every `comm`).
+pub const JAILER_COMM: &str = "tails-jailer";
+
 /// One process, as `/proc/<pid>/stat` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcId {
@@ -48,14 +51,48 @@ impl ProcId {
         matches!(stat(self.pid), Some((s, t)) if t == self.start_time && !matches!(s, 'Z' | 'X'))
     }
 
-    /// `name (pid N)`.
+    /// `name (pid N)`; for a jailer, the program it jails: `name (pid N,
+    /// jailed)`.
     pub fn describe(&self) -> String {
+        if self.comm == JAILER_COMM {
+            if let Some(child) = self.jailed() {
+                return format!("{} (pid {}, jailed)", child.comm, child.pid);
+            }
+        }
         format!("{} (pid {})", self.comm, self.pid)
     }
 
+    /// The process a jailer runs (its only child).
+    pub fn jailed(&self) -> Option<ProcId> {
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).ok()?;
+        let pid = children.split_whitespace().next()?.parse().ok()?;
+        ProcId::of(pid)
+    }
+
+    /// Signal it through a pidfd: the pidfd is opened first, then the start
+    /// time checked, so the signal reaches this very process even if its
+    /// pid were reused between the check and the signal.
     fn signal(&self, sig: nix::sys::signal::Signal) {
+        // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: a descriptor pidfd_open just returned, ours alone.
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
         if self.alive() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig);
+            // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    sig as libc::c_int,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
         }
     }
 
@@ -81,6 +118,46 @@ pub fn kill_all(procs: &[ProcId], limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     !procs.iter().any(ProcId::alive)
+}
+
+/// This process's children whose command name is `comm`.
+pub fn children_named(comm: &str) -> Vec<ProcId> {
+    let me = std::process::id();
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+        return Vec::new();
+    };
+    // Children of every thread of ours (tokio's workers spawn too).
+    let mut pids: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) {
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            if let Ok(c) = std::fs::read_to_string(path) {
+                pids.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .filter_map(ProcId::of)
+        .filter(|p| p.comm == comm)
+        .collect()
+}
+
+/// SIGTERM each of `procs`, SIGKILL those left after `grace`; whether all
+/// are gone.
+pub fn terminate_all(procs: &[ProcId], grace: Duration) -> bool {
+    for p in procs {
+        p.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    let start = Instant::now();
+    while procs.iter().any(ProcId::alive) && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_all(procs, Duration::from_secs(3))
 }
 
 /// Stop a child: SIGTERM, then SIGKILL after `grace`; reaped either way.

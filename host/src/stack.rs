@@ -1,4 +1,5 @@
-//! The stack: vhost-device-vsock plus the Tor VM and the App VM, started,
+//! The stack: the Tor VM and the App VM, each a QEMU with a vsock backend
+//! of its own (vhost-device-vsock), each process in its jail; started,
 //! watched and stopped as one unit.
 //!
 //! `up` either brings everything to "both agents ready" or tears down all it
@@ -27,11 +28,12 @@ pub const TORVM_UPLINK_MAC: &str = "52:54:00:12:34:56";
 /// Kernel command line of both VMs: nothing host-derived.
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1 oops=panic i8042.noaux i8042.nokbd i8042.nopnp";
 
-/// The unprivileged users the pieces run as.
-pub const USERS: [(&str, &str); 3] = [
-    ("tails-vsock", "vhost-device-vsock"),
+/// The unprivileged users the pieces run as, one per process.
+pub const USERS: [(&str, &str); 4] = [
     ("tails-torvm", "the Tor VM's QEMU"),
     ("tails-appvm", "the App VM's QEMU"),
+    ("tails-vsock-torvm", "the Tor VM's vsock backend"),
+    ("tails-vsock-appvm", "the App VM's vsock backend"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -94,11 +96,12 @@ pub struct Uplink {
     pub upstreams: Vec<tails_nft::host::Net>,
 }
 
-/// One VM of the stack.
+/// One VM of the stack: its QEMU and its vsock backend.
 #[derive(Clone)]
 struct Member {
     role: Role,
     vm: Arc<dyn Vm>,
+    vsock: Arc<std::sync::Mutex<VhostVsock>>,
     started: Instant,
     /// The same, on the wall clock (for the state file).
     started_at: SystemTime,
@@ -121,8 +124,10 @@ impl Member {
 /// A running stack.
 pub struct Stack {
     paths: Paths,
-    vhost: std::sync::Mutex<VhostVsock>,
     members: std::sync::Mutex<Vec<Member>>,
+    /// vhost-device-vsock and the jailer.
+    vhost_bin: std::path::PathBuf,
+    jailer: std::path::PathBuf,
     /// What a member is started again from.
     images: tails_images::Images,
     launcher: Box<dyn Backend>,
@@ -133,6 +138,12 @@ pub struct Stack {
     pub tor: Option<TorConfig>,
     /// The nft program that loaded the host table (and removes it).
     nft: std::path::PathBuf,
+    /// What the host table was made from, and what it read back as once
+    /// loaded (the watchdog compares against it).
+    firewall: tails_nft::host::Params,
+    baseline: Vec<serde_json::Value>,
+    /// The host firewall's watchdog, while the stack runs.
+    watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A part of the stack that can die on its own.
@@ -140,8 +151,17 @@ pub struct Stack {
 pub enum Part {
     /// A VM's QEMU.
     Vm(Role),
-    /// vhost-device-vsock (both VMs' vsock).
-    Vsock,
+    /// A VM's vsock backend (vhost-device-vsock).
+    Vsock(Role),
+}
+
+impl Part {
+    /// The VM it belongs to (which is started again with it).
+    pub fn role(self) -> Role {
+        match self {
+            Part::Vm(r) | Part::Vsock(r) => r,
+        }
+    }
 }
 
 impl std::fmt::Display for Part {
@@ -149,7 +169,8 @@ impl std::fmt::Display for Part {
         f.write_str(match self {
             Part::Vm(Role::Torvm) => "the Tor VM's QEMU",
             Part::Vm(Role::Appvm) => "the App VM's QEMU",
-            Part::Vsock => "vhost-device-vsock",
+            Part::Vsock(Role::Torvm) => "the Tor VM's vsock backend",
+            Part::Vsock(Role::Appvm) => "the App VM's vsock backend",
         })
     }
 }
@@ -157,16 +178,36 @@ impl std::fmt::Display for Part {
 /// The unprivileged users of the stack's processes: (uid, gid) each.
 #[derive(Debug, Clone, Copy)]
 struct Users {
-    vsock: (u32, u32),
     torvm: (u32, u32),
     appvm: (u32, u32),
+    vsock_torvm: (u32, u32),
+    vsock_appvm: (u32, u32),
 }
 
 impl Users {
-    fn of(&self, role: Role) -> (u32, u32) {
+    fn lookup() -> Result<Users, UpError> {
+        let u = |i: usize| user(USERS[i].0, USERS[i].1);
+        Ok(Users {
+            torvm: u(0)?,
+            appvm: u(1)?,
+            vsock_torvm: u(2)?,
+            vsock_appvm: u(3)?,
+        })
+    }
+
+    /// The user of `role`'s QEMU.
+    fn vm(&self, role: Role) -> (u32, u32) {
         match role {
             Role::Torvm => self.torvm,
             Role::Appvm => self.appvm,
+        }
+    }
+
+    /// The user of `role`'s vsock backend.
+    fn vsock(&self, role: Role) -> (u32, u32) {
+        match role {
+            Role::Torvm => self.vsock_torvm,
+            Role::Appvm => self.vsock_appvm,
         }
     }
 }
@@ -185,13 +226,14 @@ pub struct StateFile {
     #[serde(default)]
     pub members: Vec<MemberRecord>,
     #[serde(default)]
-    pub vhost: Option<crate::proc::ProcId>,
-    #[serde(default)]
     pub accel: Option<Accel>,
     /// The Tor VM's tor configuration (to start tor again in a restarted
     /// Tor VM).
     #[serde(default)]
     pub tor: Option<TorConfig>,
+    /// What the host table is made from (loaded again at a takeover).
+    #[serde(default)]
+    pub firewall: Option<tails_nft::host::Params>,
 }
 
 /// One VM's QEMU in the state file.
@@ -199,6 +241,8 @@ pub struct StateFile {
 pub struct MemberRecord {
     pub role: Role,
     pub proc: crate::proc::ProcId,
+    /// Its vsock backend.
+    pub vsock: crate::proc::ProcId,
     /// Seconds since the Unix epoch when it started.
     pub started: u64,
 }
@@ -305,9 +349,13 @@ fn spec(
         },
         vhost_vsock: paths.vhost_socket(name),
         dir: paths.vm_dir(name),
+        jail_root: paths.jail_root(&format!("{name}-qemu")),
         console_log: paths.console_log(name),
         identity: Identity {
-            cpu_model: "qemu64".into(),
+            cpu_model: crate::vmm::qemu::cpu_arg(
+                accel,
+                accel == Accel::Kvm && crate::accel::tsc_scaling(),
+            ),
             system_uuid: uuid.into(),
             manufacturer: "Tails Server".into(),
             product: format!("Tails Server {name}"),
@@ -427,9 +475,7 @@ impl Stack {
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
         let Uplink { tor, upstreams } = uplink;
-        let vsock_user = user(USERS[0].0, USERS[0].1)?;
-        let torvm_user = user(USERS[1].0, USERS[1].1)?;
-        let appvm_user = user(USERS[2].0, USERS[2].1)?;
+        let users = Users::lookup()?;
         // Fail closed: no process of the stack starts before its users are
         // fenced in.
         let nft = crate::firewall::nft();
@@ -438,19 +484,12 @@ impl Stack {
             crate::firewall::table_name()
         ));
         let params = tails_nft::host::Params {
-            torvm_uid: torvm_user.0,
-            no_inet_uids: vec![appvm_user.0, vsock_user.0],
+            torvm_uid: users.torvm.0,
+            // Each in an empty network namespace too: this is the second wall.
+            no_inet_uids: vec![users.appvm.0, users.vsock_torvm.0, users.vsock_appvm.0],
             upstreams,
         };
-        crate::firewall::apply(&params, &nft).map_err(|source| UpError::Firewall {
-            table: crate::firewall::table_name(),
-            source,
-        })?;
-        let users = Users {
-            vsock: vsock_user,
-            torvm: torvm_user,
-            appvm: appvm_user,
-        };
+        let baseline = load_firewall(&params, &nft)?;
         let fenced = Self::up_fenced(
             paths,
             backend,
@@ -459,6 +498,7 @@ impl Stack {
             accel,
             tor,
             nft.clone(),
+            (params, baseline),
             users,
             progress,
         );
@@ -482,19 +522,16 @@ impl Stack {
         accel: Accel,
         tor: Option<TorConfig>,
         nft: std::path::PathBuf,
+        (firewall, baseline): (tails_nft::host::Params, Vec<serde_json::Value>),
         users: Users,
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
-        let Users {
-            vsock: vsock_user,
-            torvm: torvm_user,
-            appvm: appvm_user,
-        } = users;
         mkdir(&paths.log, (0, 0), 0o700)?;
-        mkdir(&paths.vsock_dir(), vsock_user, 0o711)?;
-        mkdir(&paths.vm_dir("torvm"), torvm_user, 0o700)?;
-        mkdir(&paths.vm_dir("appvm"), appvm_user, 0o700)?;
-        mkdir(&paths.link_dir(), torvm_user, 0o700)?;
+        mkdir(&paths.vsock_dir(), (0, 0), 0o711)?;
+        mkdir(&paths.jail_dir(), (0, 0), 0o700)?;
+        mkdir(&paths.vm_dir("torvm"), users.torvm, 0o700)?;
+        mkdir(&paths.vm_dir("appvm"), users.appvm, 0o700)?;
+        mkdir(&paths.link_dir(), users.torvm, 0o700)?;
         for vm in ["torvm", "appvm"] {
             // A fresh console log per run.
             let p = paths.console_log(vm);
@@ -502,17 +539,18 @@ impl Stack {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
                 .map_err(io_err(&p))?;
         }
-        progress("starting vhost-device-vsock".into());
-        let vhost = VhostVsock::start(
-            vhost_bin,
-            paths,
-            vsock_user,
-            &[(Role::Torvm, torvm_user), (Role::Appvm, appvm_user)],
-        )?;
+        let jailer = paths.jailer();
+        if !jailer.is_file() {
+            return Err(UpError::Precondition(format!(
+                "{} is missing: run ./setup.sh",
+                jailer.display()
+            )));
+        }
         let stack = Stack {
             paths: paths.clone(),
-            vhost: std::sync::Mutex::new(vhost),
             members: std::sync::Mutex::new(Vec::new()),
+            vhost_bin: vhost_bin.to_path_buf(),
+            jailer,
             images: images.clone(),
             backend: backend.name(),
             launcher: backend,
@@ -520,6 +558,9 @@ impl Stack {
             accel,
             tor,
             nft,
+            firewall,
+            baseline,
+            watch: std::sync::Mutex::new(None),
         };
         match stack.launch(progress).await {
             Ok(()) => Ok(stack),
@@ -542,19 +583,12 @@ impl Stack {
         backend: Box<dyn Backend>,
         images: &tails_images::Images,
     ) -> Result<Stack, UpError> {
-        let users = Users {
-            vsock: user(USERS[0].0, USERS[0].1)?,
-            torvm: user(USERS[1].0, USERS[1].1)?,
-            appvm: user(USERS[2].0, USERS[2].1)?,
-        };
-        let vhost = match &file.vhost {
-            Some(p) if p.alive() => VhostVsock::adopt(p.clone()),
-            _ => {
-                return Err(UpError::Precondition(
-                    "vhost-device-vsock is gone: nothing to take over".into(),
-                ))
-            }
-        };
+        let users = Users::lookup()?;
+        let firewall = file.firewall.clone().ok_or_else(|| {
+            UpError::Precondition("the state file does not say how the host table was made".into())
+        })?;
+        // Loaded again (atomically): what runs from now on is known.
+        let baseline = load_firewall(&firewall, &crate::firewall::nft())?;
         let accel = file
             .accel
             .ok_or_else(|| UpError::Precondition("the state file names no accelerator".into()))?;
@@ -575,16 +609,25 @@ impl Stack {
                     rec.proc.clone(),
                     paths.qmp_socket(role.name()),
                 )),
+                // A backend that is gone is seen as dead: its VM is started again.
+                vsock: Arc::new(std::sync::Mutex::new(VhostVsock::adopt(
+                    role,
+                    rec.vsock.clone(),
+                ))),
                 started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                 started_at,
                 // It ran under the daemon that died.
                 ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             });
         }
+        let vhost_bin = crate::paths::find_program("vhost-device-vsock").ok_or_else(|| {
+            UpError::Precondition("vhost-device-vsock is missing: run ./setup.sh".into())
+        })?;
         let stack = Stack {
             paths: paths.clone(),
-            vhost: std::sync::Mutex::new(vhost),
             members: std::sync::Mutex::new(members),
+            vhost_bin,
+            jailer: paths.jailer(),
             images: images.clone(),
             backend: backend.name(),
             launcher: backend,
@@ -592,6 +635,9 @@ impl Stack {
             accel,
             tor: file.tor.clone(),
             nft: crate::firewall::nft(),
+            firewall,
+            baseline,
+            watch: std::sync::Mutex::new(None),
         };
         stack.write_state();
         Ok(stack)
@@ -630,8 +676,13 @@ impl Stack {
                 let l = std::os::unix::net::UnixListener::bind(&path).map_err(io_err(&path))?;
                 // Only the Tor VM's QEMU (and root) may dial it; its
                 // directory is the Tor VM user's, 0700.
-                std::os::unix::fs::chown(&path, Some(self.users.torvm.0), Some(self.users.torvm.1))
-                    .map_err(io_err(&path))?;
+                // lchown: the directory is another uid's.
+                std::os::unix::fs::lchown(
+                    &path,
+                    Some(self.users.torvm.0),
+                    Some(self.users.torvm.1),
+                )
+                .map_err(io_err(&path))?;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                     .map_err(io_err(&path))?;
                 Ok(NicLink::StreamListen(l.into()))
@@ -639,21 +690,42 @@ impl Stack {
         }
     }
 
-    /// Start `role`'s QEMU (not waiting for its agent).
+    /// Start `role`'s vsock backend, then its QEMU (not waiting for its
+    /// agent). Waits up to seconds for the backend's sockets: off the async
+    /// workers.
     fn spawn(&self, role: Role) -> Result<Member, UpError> {
-        let link = self.link_end(role)?;
-        let vm: Arc<dyn Vm> = Arc::from(self.launcher.launch(spec(
-            role,
-            &self.paths,
-            &self.images,
-            self.accel,
-            self.users.of(role),
-            link,
-            self.tor.is_some(),
-        ))?);
+        let mut vsock = tokio::task::block_in_place(|| {
+            VhostVsock::start(
+                &self.jailer,
+                &self.vhost_bin,
+                &self.paths,
+                role,
+                self.users.vsock(role),
+                self.users.vm(role),
+            )
+        })?;
+        let launched = self.link_end(role).and_then(|link| {
+            Ok(self.launcher.launch(spec(
+                role,
+                &self.paths,
+                &self.images,
+                self.accel,
+                self.users.vm(role),
+                link,
+                self.tor.is_some(),
+            ))?)
+        });
+        let vm: Arc<dyn Vm> = match launched {
+            Ok(vm) => Arc::from(vm),
+            Err(e) => {
+                vsock.stop();
+                return Err(e);
+            }
+        };
         Ok(Member {
             role,
             vm,
+            vsock: Arc::new(std::sync::Mutex::new(vsock)),
             started: Instant::now(),
             started_at: SystemTime::now(),
             ready: Arc::default(),
@@ -704,11 +776,19 @@ impl Stack {
         Ok(())
     }
 
-    /// Start `role`'s VM again after its QEMU died, the other VM and
-    /// vhost-device-vsock running on: a new QEMU on the same link (the
-    /// survivor's end reconnects) and vsock socket, then its agent, then
-    /// (Tor VM) tor. The host table stays loaded throughout.
+    /// Start `role`'s VM again after its QEMU or its vsock backend died,
+    /// the other VM running on: what is left of the two is stopped, then a
+    /// new backend and a new QEMU on the same link (the survivor's end
+    /// reconnects), then its agent, then (Tor VM) tor. The host table stays
+    /// loaded throughout.
     pub async fn restart(&self, role: Role, progress: Progress<'_>) -> Result<(), UpError> {
+        // Fail closed: no VM starts while the host table is not as loaded.
+        if let Err(what) = tokio::task::block_in_place(|| self.firewall_intact()) {
+            return Err(UpError::Precondition(format!(
+                "the host firewall (table {}) {what}: not starting {role}",
+                crate::firewall::table_name()
+            )));
+        }
         if let Some(old) = self.member(role) {
             stop_vm(&self.paths, &old, false).await;
         }
@@ -720,11 +800,7 @@ impl Stack {
             .and_then(|mut f| {
                 std::io::Write::write_all(&mut f, b"\n---- tails-server: restarting this VM ----\n")
             });
-        mkdir(&self.paths.vm_dir(role.name()), self.users.of(role), 0o700)?;
-        // A short wait for a socket file: off the async workers.
-        tokio::task::block_in_place(|| {
-            lock(&self.vhost).rearm(&self.paths, self.users.vsock, role, self.users.of(role))
-        })?;
+        mkdir(&self.paths.vm_dir(role.name()), self.users.vm(role), 0o700)?;
         progress(format!("starting {role} again ({})", self.accel.name()));
         let m = self.spawn(role)?;
         {
@@ -795,9 +871,10 @@ impl Stack {
 
     /// The processes of the stack (for the state file).
     pub fn processes(&self) -> Vec<crate::proc::ProcId> {
-        let mut pids: Vec<u32> = self.members().iter().filter_map(|m| m.vm.pid()).collect();
-        if let Ok(v) = self.vhost.lock() {
-            pids.push(v.pid());
+        let mut pids: Vec<u32> = Vec::new();
+        for m in self.members() {
+            pids.extend(m.vm.pid());
+            pids.push(lock(&m.vsock).pid());
         }
         pids.into_iter()
             .filter_map(crate::proc::ProcId::of)
@@ -812,6 +889,7 @@ impl Stack {
                 Some(MemberRecord {
                     role: m.role,
                     proc: crate::proc::ProcId::of(m.vm.pid()?)?,
+                    vsock: lock(&m.vsock).proc_id()?,
                     started: unix_secs(m.started_at),
                 })
             })
@@ -820,9 +898,9 @@ impl Stack {
             daemon_pid: std::process::id(),
             processes: self.processes(),
             members,
-            vhost: lock(&self.vhost).proc_id(),
             accel: Some(self.accel),
             tor: self.tor.clone(),
+            firewall: Some(self.firewall.clone()),
         };
         if let Err(e) = crate::store::write_json(&self.paths.state_file(), &st) {
             crate::log(format!("cannot write the stack's state file: {e}"));
@@ -836,12 +914,11 @@ impl Stack {
             if let Some(how) = m.vm.exited() {
                 return Some((Part::Vm(m.role), how));
             }
+            if let Some(how) = lock(&m.vsock).exited() {
+                return Some((Part::Vsock(m.role), how));
+            }
         }
-        match self.vhost.lock().map(|mut v| v.exited()) {
-            Ok(Some(how)) => Some((Part::Vsock, how)),
-            Ok(None) => None,
-            Err(_) => Some((Part::Vsock, "unknown (lock poisoned)".into())),
-        }
+        None
     }
 
     fn member(&self, role: Role) -> Option<Member> {
@@ -907,13 +984,21 @@ impl Stack {
             .map_err(agent_err(Role::Torvm))
     }
 
-    /// State of vhost-device-vsock: `running` or how it ended.
+    /// State of each VM's vsock backend: `running` or how it ended.
     pub fn vsock_state(&self) -> String {
-        match self.vhost.lock().map(|mut v| v.exited()) {
-            Ok(None) => "running".into(),
-            Ok(Some(how)) => format!("down ({how})"),
-            Err(_) => "unknown".into(),
-        }
+        let mut members = self.members();
+        members.sort_by_key(|m| m.role.name());
+        members
+            .iter()
+            .map(|m| {
+                let state = match lock(&m.vsock).exited() {
+                    None => "running".to_string(),
+                    Some(how) => format!("down ({how})"),
+                };
+                format!("{} {state}", m.role.name())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Status of each VM, asked of the hypervisor and the agent.
@@ -987,6 +1072,7 @@ impl Stack {
     /// then SIGKILL, each after a timeout; then vhost-device-vsock; then,
     /// once nothing of it runs, the host table.
     pub async fn down(&self) {
+        self.stop_watch();
         self.stop_processes(true).await;
         if let Err(e) = crate::firewall::remove(&self.nft) {
             crate::log(format!("removing the host firewall: {e}"));
@@ -997,6 +1083,7 @@ impl Stack {
     /// Stop what is left of a stack that is to be started again at once:
     /// quickly, and with the host table left in place (fail closed).
     pub async fn stop_for_restart(&self) {
+        self.stop_watch();
         self.stop_processes(false).await;
         let _ = std::fs::remove_file(self.paths.state_file());
     }
@@ -1005,9 +1092,72 @@ impl Stack {
         for m in &self.members() {
             stop_vm(&self.paths, m, graceful).await;
         }
-        if let Ok(mut v) = self.vhost.lock() {
-            v.stop();
+    }
+
+    /// Start the host firewall's watchdog ([`crate::firewall_watch`]); it
+    /// ends with the stack.
+    pub fn watch_firewall(self: &Arc<Self>, report: crate::firewall_watch::Report) {
+        let task = tokio::spawn(crate::firewall_watch::watch(Arc::downgrade(self), report));
+        if let Some(old) = lock(&self.watch).replace(task) {
+            old.abort();
         }
+    }
+
+    fn stop_watch(&self) {
+        if let Some(t) = lock(&self.watch).take() {
+            t.abort();
+        }
+    }
+
+    /// `Ok` while the host table is loaded exactly as it was; what happened
+    /// to it otherwise, in words.
+    pub fn firewall_intact(&self) -> Result<(), String> {
+        match tails_nft::list(tails_nft::host::FAMILY, tails_nft::host::TABLE, &self.nft) {
+            Ok(Some(info)) if tails_nft::fingerprint(&info) == self.baseline => Ok(()),
+            Ok(Some(_)) => Err("was changed".into()),
+            Ok(None) => Err("was removed".into()),
+            Err(e) => Err(format!("cannot be read ({e})")),
+        }
+    }
+
+    /// Load the host table again, as it was made at `up`.
+    pub fn restore_firewall(&self) -> Result<(), String> {
+        crate::firewall::apply(&self.firewall, &self.nft).map_err(|e| e.to_string())
+    }
+
+    /// Freeze every running VM (QMP `stop`), both at once.
+    pub async fn pause_vms(&self) {
+        self.each_vm(|vm| vm.pause()).await;
+    }
+
+    /// Let the frozen VMs run on (QMP `cont`).
+    pub async fn resume_vms(&self) {
+        self.each_vm(|vm| vm.resume()).await;
+    }
+
+    /// Kill every VM's QEMU at once (the supervisor sees them dead).
+    pub async fn kill_vms(&self) {
+        self.each_vm(|vm| {
+            vm.kill();
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn each_vm(
+        &self,
+        f: impl Fn(&dyn Vm) -> Result<(), crate::vmm::VmmError> + Send + Sync + Copy + 'static,
+    ) {
+        let calls = self.members().into_iter().map(|m| {
+            tokio::task::spawn_blocking(move || {
+                if m.vm.exited().is_none() {
+                    if let Err(e) = f(m.vm.as_ref()) {
+                        crate::log(format!("{}: {e}", m.role));
+                    }
+                }
+            })
+        });
+        futures::future::join_all(calls).await;
     }
 
     /// Can the App VM reach anything now? Only through a running Tor VM.
@@ -1024,6 +1174,26 @@ impl Stack {
     }
 }
 
+/// Load the host table for `params`; what it reads back as (the watchdog's
+/// reference).
+fn load_firewall(
+    params: &tails_nft::host::Params,
+    nft: &Path,
+) -> Result<Vec<serde_json::Value>, UpError> {
+    let err = |source| UpError::Firewall {
+        table: crate::firewall::table_name(),
+        source,
+    };
+    crate::firewall::apply(params, nft).map_err(err)?;
+    match tails_nft::list(tails_nft::host::FAMILY, tails_nft::host::TABLE, nft).map_err(err)? {
+        Some(info) => Ok(tails_nft::fingerprint(&info)),
+        None => Err(UpError::Precondition(format!(
+            "the host table {} is not there right after it was loaded",
+            crate::firewall::table_name()
+        ))),
+    }
+}
+
 async fn wait_exit(vm: &Arc<dyn Vm>, limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -1035,7 +1205,14 @@ async fn wait_exit(vm: &Arc<dyn Vm>, limit: Duration) -> bool {
     vm.exited().is_some()
 }
 
+/// Stop `m`'s QEMU, then its vsock backend.
 async fn stop_vm(paths: &Paths, m: &Member, graceful: bool) {
+    stop_qemu(paths, m, graceful).await;
+    let vsock = m.vsock.clone();
+    let _ = tokio::task::spawn_blocking(move || lock(&vsock).stop()).await;
+}
+
+async fn stop_qemu(paths: &Paths, m: &Member, graceful: bool) {
     if m.vm.exited().is_some() {
         return;
     }
@@ -1072,6 +1249,7 @@ pub fn remove_runtime(paths: &Paths) {
 pub fn remove_stack_files(paths: &Paths) {
     let _ = std::fs::remove_dir_all(paths.vsock_dir());
     let _ = std::fs::remove_dir_all(paths.link_dir());
+    let _ = std::fs::remove_dir_all(paths.jail_dir());
     for vm in ["torvm", "appvm"] {
         let _ = std::fs::remove_dir_all(paths.vm_dir(vm));
     }

@@ -32,7 +32,7 @@ const MAX_FILE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("another tails-server daemon{} holds the state lock {path}: stop it first (`tails-server down`)", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    #[error("another tails-server daemon{} holds the lock {path}: it runs or is starting; use it, or stop it first (`tails-server down`)", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { path: String, pid: Option<u32> },
     #[error("cannot {what} {path}: {source}")]
     Io {
@@ -73,13 +73,16 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
     let written = (|| {
+        // A fresh file of ours: never one (or a symlink) someone put there.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()
@@ -186,34 +189,42 @@ pub struct Store {
     _lock: File,
 }
 
+/// Take an exclusive lock on `path` (created 0600 if missing) for as long
+/// as the returned file is open, and write our pid into it; if another
+/// process holds it, say which.
+pub fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io("open", path))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let pid = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        return Err(StoreError::Locked {
+            path: path.display().to_string(),
+            pid,
+        });
+    }
+    // Whose lock it is, for the error another process gets.
+    let _ = f.set_len(0);
+    let _ = f.write_all(format!("{}\n", std::process::id()).as_bytes());
+    Ok(f)
+}
+
 impl Store {
     /// Take the state directory `dir` (made 0700 if needed) for this
     /// process; fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         private_dir(dir, 0o700)?;
-        let path = dir.join("lock");
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("open", &path))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let pid = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            return Err(StoreError::Locked {
-                path: path.display().to_string(),
-                pid,
-            });
-        }
-        // Whose lock it is, for the error a second daemon gives.
-        let _ = f.set_len(0);
-        let _ = f.write_all(format!("{}\n", std::process::id()).as_bytes());
+        let f = lock_exclusive(&dir.join("lock"))?;
         Ok(Store {
             dir: dir.to_owned(),
             _lock: f,
@@ -283,6 +294,29 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_in_the_way_is_replaced_never_followed() {
+        let d = tmp("symlink");
+        std::fs::create_dir_all(&d).expect("mkdir");
+        let victim = d.join("victim");
+        std::fs::write(&victim, "keep me").expect("write");
+        let target = d.join("state.json");
+        std::os::unix::fs::symlink(&victim, &target).expect("symlink");
+        write_private(&target, b"{}").expect("write through the name");
+        let meta = std::fs::symlink_metadata(&target).expect("meta");
+        assert!(meta.file_type().is_file(), "a file of ours, not the link");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep me");
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(&d)
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
     fn a_second_store_on_the_same_dir_is_refused() {
         let d = tmp("lock");
         let first = Store::open(&d).expect("first");
@@ -291,7 +325,7 @@ mod tests {
             matches!(e, StoreError::Locked { pid: Some(p), .. } if p == std::process::id()),
             "{e}"
         );
-        assert!(e.to_string().contains("holds the state lock"), "{e}");
+        assert!(e.to_string().contains("holds the lock"), "{e}");
         drop(first);
         Store::open(&d).expect("free again once the first is gone");
         let _ = std::fs::remove_dir_all(d);

@@ -139,7 +139,8 @@ pub struct Supervisor {
     desired: Mutex<Desired>,
     stack: Mutex<Option<Arc<Stack>>>,
     live: Mutex<BTreeMap<String, Live>>,
-    record: Mutex<Record>,
+    /// Shared with the host firewall's watchdog, which reports here.
+    record: Arc<Mutex<Record>>,
     restarts: Mutex<Restarts>,
     requested: AtomicU64,
     wake: Notify,
@@ -154,6 +155,18 @@ pub struct Supervisor {
     /// A dead daemon's host table was kept at start (fail closed while the
     /// stack was to come back): remove it if the stack is not to run.
     orphan_table: Mutex<bool>,
+}
+
+fn record_incident(record: &Mutex<Record>, what: String) {
+    crate::log(&what);
+    let mut r = lock(record);
+    if r.incidents.len() >= 50 {
+        r.incidents.pop_front();
+    }
+    r.incidents.push_back(Incident {
+        at: now_secs(),
+        what,
+    });
 }
 
 fn now_secs() -> u64 {
@@ -192,7 +205,7 @@ impl Supervisor {
             desired: Mutex::new(desired),
             stack: Mutex::new(None),
             live: Mutex::new(BTreeMap::new()),
-            record: Mutex::new(Record::default()),
+            record: Arc::new(Mutex::new(Record::default())),
             restarts: Mutex::new(Restarts::default()),
             requested: AtomicU64::new(0),
             wake: Notify::new(),
@@ -292,16 +305,14 @@ impl Supervisor {
 
     /// Note something that happened (shown by `status`, logged).
     pub fn incident(&self, what: impl Into<String>) {
-        let what = what.into();
-        crate::log(&what);
-        let mut r = lock(&self.record);
-        if r.incidents.len() >= 50 {
-            r.incidents.pop_front();
-        }
-        r.incidents.push_back(Incident {
-            at: now_secs(),
-            what,
-        });
+        record_incident(&self.record, what.into());
+    }
+
+    /// Install `stack` as the running one, with its firewall watchdog.
+    fn install(&self, stack: Arc<Stack>) {
+        let record = self.record.clone();
+        stack.watch_firewall(Arc::new(move |what| record_incident(&record, what)));
+        *lock(&self.stack) = Some(stack);
     }
 
     /// The host table was left loaded by a dead daemon (see `orphan_table`).
@@ -361,7 +372,15 @@ impl Supervisor {
         let images = tails_images::find(&crate::image_inputs(&self.paths))
             .map_err(DaemonError::ImageCache)?
             .ok_or(DaemonError::NoImages)?;
-        let stack = Stack::adopt(&self.paths, file, Box::new(Qemu { binary: qemu }), &images)?;
+        let stack = Stack::adopt(
+            &self.paths,
+            file,
+            Box::new(Qemu {
+                binary: qemu,
+                jailer: self.paths.jailer(),
+            }),
+            &images,
+        )?;
         let killed = stack.kill_unresponsive().await;
         let live: BTreeMap<String, Live> = crate::store::read_json(&self.paths.live_file())
             .ok()
@@ -373,7 +392,7 @@ impl Supervisor {
             .map(|(n, _)| n.clone())
             .collect::<Vec<_>>();
         *lock(&self.live) = live;
-        *lock(&self.stack) = Some(Arc::new(stack));
+        self.install(Arc::new(stack));
         let mut what = "took over its stack (the VMs ran on)".to_string();
         if !services.is_empty() {
             what.push_str(&format!("; published: {}", services.join(", ")));
@@ -473,7 +492,16 @@ impl Supervisor {
                         .any(|l| l.retry_at.is_some_and(|t| t <= Instant::now()))
                 };
                 if asked || restarted || retry_due {
-                    self.reconcile_services(&stack, &desired).await
+                    // `down` wins here too: services being started or
+                    // published are dropped (the stack goes next round,
+                    // and all of them with it).
+                    tokio::select! {
+                        r = self.reconcile_services(&stack, &desired) => r,
+                        _ = self.stack_unwanted() => {
+                            let e = DaemonError::StoppedByDown.to_api();
+                            desired.services.keys().map(|n| (n.clone(), Err(e.clone()))).collect()
+                        }
+                    }
                 } else {
                     self.last_service_results(&desired)
                 }
@@ -539,8 +567,9 @@ impl Supervisor {
                     }
                     return Ok((Some(s), false));
                 }
-                Some((Part::Vm(role), how)) if self.may_restart() => {
-                    match self.restart_vm(&s, role, &how).await {
+                Some((part, how)) if self.may_restart() => {
+                    let role = part.role();
+                    match self.restart_vm(&s, part, &how).await {
                         Ok(()) => return Ok((Some(s), true)),
                         Err(e) => self.incident(format!(
                             "{role} did not come back ({e}); starting the whole stack again"
@@ -595,10 +624,20 @@ impl Supervisor {
             let _ = progress.send(m);
         };
         let t0 = Instant::now();
-        match start_stack(&self.paths, &want, &say).await {
+        // `down` wins over a start in progress (VM boots, tor's bootstrap):
+        // the start is dropped and what it had started is stopped.
+        let started = tokio::select! {
+            r = start_stack(&self.paths, &want, &say) => Some(r),
+            _ = self.stack_unwanted() => None,
+        };
+        let Some(started) = started else {
+            self.abandon_start().await;
+            return Err(DaemonError::StoppedByDown);
+        };
+        match started {
             Ok(stack) => {
                 let stack = Arc::new(stack);
-                *lock(&self.stack) = Some(stack.clone());
+                self.install(stack.clone());
                 lock(&self.live).clear();
                 {
                     let mut r = lock(&self.restarts);
@@ -639,6 +678,35 @@ impl Supervisor {
         }
     }
 
+    /// Returns once the stack is no longer asked for.
+    async fn stack_unwanted(&self) {
+        while lock(&self.desired).stack.is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What a dropped start left: every jailer this daemon started (each
+    /// stops its QEMU or backend, and is killed if it does not end), the
+    /// stack's files, the host table.
+    async fn abandon_start(&self) {
+        let jailers = crate::proc::children_named(crate::proc::JAILER_COMM);
+        let gone = tokio::task::spawn_blocking(move || {
+            crate::proc::terminate_all(&jailers, Duration::from_secs(3))
+        })
+        .await
+        .unwrap_or(false);
+        crate::stack::remove_stack_files(&self.paths);
+        if gone {
+            if let Err(e) = crate::firewall::remove(&crate::firewall::nft()) {
+                self.incident(format!("cannot remove the host firewall: {e}"));
+            }
+        } else {
+            self.incident("a process of the stopped start did not end: the host firewall stays");
+        }
+        lock(&self.live).clear();
+        crate::log("the start was stopped by `down`");
+    }
+
     /// Count a restart of `roles`; which attempt it is.
     fn count_attempt(&self, roles: &[Role]) -> u32 {
         let mut r = lock(&self.restarts);
@@ -656,11 +724,11 @@ impl Supervisor {
 
     /// Start `role`'s VM again (the rest of the stack runs on); what ran in
     /// it is forgotten, so the services are started or published again.
-    async fn restart_vm(&self, stack: &Stack, role: Role, how: &str) -> Result<(), UpError> {
+    async fn restart_vm(&self, stack: &Stack, part: Part, how: &str) -> Result<(), UpError> {
+        let role = part.role();
         let n = self.count_attempt(&[role]);
         self.incident(format!(
-            "{} died ({how}); starting it again (attempt {n} of {MAX_RESTARTS}; the other VM runs on, the host firewall stays loaded)",
-            Part::Vm(role)
+            "{part} died ({how}); starting {role} again (attempt {n} of {MAX_RESTARTS}; the other VM runs on, the host firewall stays loaded)"
         ));
         {
             let mut live = lock(&self.live);
@@ -940,7 +1008,7 @@ pub async fn start_stack(
         }
     };
     progress("choosing the accelerator".into());
-    let torvm_user = crate::stack::user(crate::stack::USERS[1].0, crate::stack::USERS[1].1)?;
+    let torvm_user = crate::stack::user(crate::stack::USERS[0].0, crate::stack::USERS[0].1)?;
     let (p, q, k) = (paths.clone(), qemu.clone(), images.vmlinux.clone());
     let accel = tokio::task::spawn_blocking(move || {
         crate::accel::detect(
@@ -955,7 +1023,10 @@ pub async fn start_stack(
     let bridges = tor.as_ref().map(|t| t.bridges.clone()).unwrap_or_default();
     let upstreams = crate::firewall::upstreams(testnet_subnet.as_deref(), &bridges)
         .map_err(DaemonError::Upstreams)?;
-    let backend = Box::new(Qemu { binary: qemu });
+    let backend = Box::new(Qemu {
+        binary: qemu,
+        jailer: paths.jailer(),
+    });
     let stack = Stack::up(
         paths,
         backend,

@@ -58,8 +58,9 @@ pub fn daemon_pid(paths: &Paths) -> Option<u32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// The live processes the state file names (only QEMU and
-/// vhost-device-vsock, by pid, start time and name).
+/// The live processes the state file names (only the jailers that run the
+/// QEMUs and vsock backends, and those programs themselves, by pid, start
+/// time and name).
 fn stale_processes(paths: &Paths) -> Vec<ProcId> {
     let Ok(Some(st)) = crate::store::read_json::<StateFile>(&paths.state_file()) else {
         return Vec::new();
@@ -67,7 +68,11 @@ fn stale_processes(paths: &Paths) -> Vec<ProcId> {
     st.processes
         .into_iter()
         .filter(|p| p.alive())
-        .filter(|p| p.comm.starts_with("qemu-system") || p.comm.starts_with("vhost-device"))
+        .filter(|p| {
+            p.comm == crate::proc::JAILER_COMM
+                || p.comm.starts_with("qemu-system")
+                || p.comm.starts_with("vhost-device")
+        })
         .collect()
 }
 

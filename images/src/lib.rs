@@ -40,7 +40,7 @@ pub use progress::{NoProgress, Progress, TermProgress};
 /// Where images are cached unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/tails-server/images";
 /// Changes whenever the builder's output for the same inputs changes.
-pub const BUILDER_VERSION: &str = "tails-images 2";
+pub const BUILDER_VERSION: &str = "tails-images 3";
 /// The Debian suite everything comes from.
 pub const SUITE: &str = "bookworm";
 /// The kernel metapackage whose dependency is the kernel used.

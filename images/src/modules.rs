@@ -28,15 +28,23 @@ pub const NET_MODULES: &[&str] = &[
     "af_packet",
 ];
 
+/// Both VMs' entropy source: QEMU's virtio-rng device, fed from the host's
+/// /dev/urandom, seeds the guest's generator at boot (tor's keys, the App
+/// VM's clock offset).
+pub const RNG_MODULES: &[&str] = &["virtio_rng"];
+
 /// Root modules of the Tor VM.
 pub fn torvm_roots() -> Vec<&'static str> {
-    NET_MODULES.to_vec()
+    let mut v = NET_MODULES.to_vec();
+    v.extend(RNG_MODULES);
+    v
 }
 
 /// Root modules of the App VM: networking plus its root file system (virtio disk,
 /// squashfs lower layer, overlay).
 pub fn appvm_roots() -> Vec<&'static str> {
     let mut v = NET_MODULES.to_vec();
+    v.extend(RNG_MODULES);
     v.extend(["virtio_blk", "squashfs", "overlay"]);
     v
 }

@@ -155,8 +155,27 @@ pub fn mmdebstrap(
     Ok(())
 }
 
-/// Removes host- and build-specific state from the root.
+/// The App VM's apt sources: fixed, whatever mirror the host built it from
+/// (a host's mirror or proxy would tell a guest where the host is).
+pub fn fixed_sources(suite: &str) -> String {
+    format!(
+        "deb {DEFAULT_MIRROR} {suite} main\ndeb {DEFAULT_MIRROR} {suite}-updates main\ndeb {DEFAULT_SECURITY_MIRROR} {suite}-security main\n"
+    )
+}
+
+/// Removes host- and build-specific state from the root: ids, names, the
+/// apt sources and options the build used (replaced by fixed ones).
 pub fn scrub(root: &Path) -> Result<(), ImageError> {
+    replace_file(root, "etc/apt/sources.list", &fixed_sources(crate::SUITE))?;
+    let list_d = root.join("etc/apt/sources.list.d");
+    if list_d.is_dir() {
+        empty_dir(&list_d)?;
+    }
+    // mmdebstrap keeps its --aptopt options here.
+    let opts = root.join("etc/apt/apt.conf.d/99mmdebstrap");
+    if opts.symlink_metadata().is_ok() {
+        std::fs::remove_file(&opts).at(&opts)?;
+    }
     replace_file(root, "etc/machine-id", "")?;
     replace_file(root, "etc/hostname", "localhost\n")?;
     replace_file(root, "etc/hosts", HOSTS)?;
@@ -382,7 +401,8 @@ mod tests {
         let root = crate::testutil::TempDir::new("scrub");
         let r = root.path();
         for d in [
-            "etc",
+            "etc/apt/sources.list.d",
+            "etc/apt/apt.conf.d",
             "var/log/nginx",
             "var/lib/apt/lists",
             "var/cache/apt/archives",
@@ -397,7 +417,24 @@ mod tests {
         std::fs::write(r.join("var/lib/apt/lists/foo_Packages"), "x").unwrap();
         std::fs::write(r.join("var/cache/apt/archives/a.deb"), "x").unwrap();
         std::fs::write(r.join("tmp/junk"), "x").unwrap();
+        std::fs::write(
+            r.join("etc/apt/sources.list"),
+            "deb http://mirror.host-isp.example/debian bookworm main\n",
+        )
+        .unwrap();
+        std::fs::write(r.join("etc/apt/sources.list.d/proxy.list"), "x").unwrap();
+        std::fs::write(
+            r.join("etc/apt/apt.conf.d/99mmdebstrap"),
+            "Acquire::http::Proxy \"x\";",
+        )
+        .unwrap();
         scrub(r).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/apt/sources.list")).unwrap(),
+            fixed_sources("bookworm")
+        );
+        assert!(!r.join("etc/apt/sources.list.d/proxy.list").exists());
+        assert!(!r.join("etc/apt/apt.conf.d/99mmdebstrap").exists());
         assert_eq!(
             std::fs::read_to_string(r.join("etc/machine-id")).unwrap(),
             ""

@@ -155,6 +155,38 @@ pub fn list(family: &str, name: &str, nft: &Path) -> Result<Option<TableInfo>, N
     Ok(Some(info))
 }
 
+/// What of a table [`list`] read back must stay the same: its chains and
+/// rules, without the kernel's handles and with the counters zeroed (they
+/// move with traffic). Two listings of an unchanged table are equal.
+pub fn fingerprint(info: &TableInfo) -> Vec<serde_json::Value> {
+    fn scrub(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                if let Some(serde_json::Value::Object(c)) = m.get_mut("counter") {
+                    for k in ["packets", "bytes"] {
+                        if c.contains_key(k) {
+                            c.insert(k.into(), 0.into());
+                        }
+                    }
+                }
+                m.values_mut().for_each(scrub);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(scrub),
+            _ => {}
+        }
+    }
+    let mut objects: Vec<serde_json::Value> = info.json["nftables"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.get("metainfo").is_none())
+        .collect();
+    objects.iter_mut().for_each(scrub);
+    objects
+}
+
 /// Like [`apply`], but with `nft -c`: the same batch is checked (by nft and
 /// the kernel) and nothing is changed.
 pub fn check(rs: &Nftables, nft: &Path) -> Result<(), NftError> {

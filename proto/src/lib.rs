@@ -18,3 +18,11 @@ pub use msg::{
     ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, TorConfig, TorNetwork, TorProgress,
     AGENT_PORT, MAX_GUEST_FRAME,
 };
+
+/// The App VM's boot clock randomization (Whonix's model): at each boot,
+/// before any service starts, its agent moves the clock by a random amount
+/// of at least `CLOCK_OFFSET_MIN_MS` and below `CLOCK_OFFSET_MAX_MS`,
+/// earlier or later, with nanoseconds. The Tor VM keeps the exact clock tor
+/// needs.
+pub const CLOCK_OFFSET_MIN_MS: u64 = 500;
+pub const CLOCK_OFFSET_MAX_MS: u64 = 180_000;

@@ -433,6 +433,8 @@ fn mkdir(path: &Path, mode: u32, owner: (u32, u32)) -> Result<(), TestnetError> 
         .map_err(|e| TestnetError::io(format!("create {}", path.display()), e))
 }
 
+/// Write `path` with exactly `mode`, whatever the caller's umask (the CLI
+/// runs with 077; tor, as debian-tor, must read these files).
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TestnetError> {
     use std::io::Write;
     fs::OpenOptions::new()
@@ -441,7 +443,10 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TestnetError
         .truncate(true)
         .mode(mode)
         .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .and_then(|mut f| {
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+            f.write_all(contents.as_bytes())
+        })
         .map_err(|e| TestnetError::io(format!("write {}", path.display()), e))
 }
 

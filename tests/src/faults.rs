@@ -26,14 +26,15 @@ impl Part {
         match self {
             Part::TorVm => "the Tor VM's QEMU",
             Part::AppVm => "the App VM's QEMU",
-            Part::Vsock => "vhost-device-vsock",
+            Part::Vsock => "the App VM's vsock backend",
             Part::Daemon => "the daemon",
         }
     }
 }
 
-/// The pid of `part` now (QEMUs by their `-name`, vhost-device-vsock by
-/// name, the daemon by its pid file in `runtime`).
+/// The pid of `part` now (QEMUs by their `-name`, the App VM's
+/// vhost-device-vsock by its socket, the daemon by its pid file in
+/// `runtime`).
 pub fn pid_of(part: Part, runtime: &std::path::Path) -> Option<u32> {
     let qemu = |vm: &str| {
         crate::pids_named("qemu-system").into_iter().find(|p| {
@@ -44,7 +45,10 @@ pub fn pid_of(part: Part, runtime: &std::path::Path) -> Option<u32> {
     match part {
         Part::TorVm => qemu("torvm"),
         Part::AppVm => qemu("appvm"),
-        Part::Vsock => crate::pids_named("vhost-device").into_iter().next(),
+        Part::Vsock => crate::pids_named("vhost-device").into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("vsock/appvm/vhost.sock"))
+        }),
         Part::Daemon => std::fs::read_to_string(runtime.join("daemon.pid"))
             .ok()
             .and_then(|s| s.trim().parse().ok()),

@@ -4,7 +4,7 @@
 //! leak suite), with a capture on its only way out. nginx is published with
 //! client authorization, and a tor client of the testnet holding the key
 //! fetches the page in a loop. Then, in turn, SIGKILL: the Tor VM's QEMU, the
-//! App VM's QEMU, vhost-device-vsock, and the daemon (the next one started
+//! App VM's QEMU, the App VM's vsock backend, and the daemon (the next one started
 //! by `up`). Each time: 0 packets leaked on the capture, the service is
 //! published again by itself with the same address, the client's fetches are
 //! answered again, and `status` says what happened.
@@ -100,7 +100,7 @@ fn the_stack_heals_itself_and_nothing_leaks_meanwhile() {
         let want = match part {
             Part::TorVm => "the Tor VM's QEMU died",
             Part::AppVm => "the App VM's QEMU died",
-            Part::Vsock => "vhost-device-vsock died",
+            Part::Vsock => "the App VM's vsock backend died",
             Part::Daemon => "took over its stack",
         };
         assert!(told.contains(want), "status must say {want:?}: {st}");

@@ -59,6 +59,45 @@ fn up_fails_closed_without_the_host_firewall() {
     assert!(!host_table_loaded());
 }
 
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// The App VM's clock minus the host's, in seconds, from the tightest of a
+/// few readings bracketed by the host's clock; with its uncertainty.
+fn clock_offset(env: &[(&str, &str)]) -> (f64, f64) {
+    let mut best: Option<(f64, f64)> = None;
+    for _ in 0..5 {
+        let t0 = now();
+        let r = ts_env(&["exec", "appvm", "--", "date", "+%s.%N"], env);
+        let t1 = now();
+        assert_eq!(r.code, 0, "date in the App VM: {r:?}");
+        let guest: f64 = r.stdout.trim().parse().expect("a time");
+        let (off, err) = (guest - (t0 + t1) / 2.0, (t1 - t0) / 2.0);
+        if best.is_none_or(|(_, e)| err < e) {
+            best = Some((off, err));
+        }
+    }
+    best.expect("readings")
+}
+
+/// Within the documented window, and certainly not zero.
+fn check_offset((off, err): (f64, f64)) {
+    let (min, max) = (WINDOW.0 - err, WINDOW.1 + err);
+    assert!(err < 0.25, "readings too loose to judge ({err:.3} s)");
+    assert!(
+        off.abs() > min && off.abs() < max,
+        "the App VM's clock is {off:.3} s (±{err:.3}) from the host's: outside {min:.2}..{max:.2}"
+    );
+}
+
+/// The window of the App VM's boot clock randomization, in seconds (what
+/// the README documents).
+const WINDOW: (f64, f64) = (0.5, 180.0);
+
 fn identity(env: &[(&str, &str)]) -> serde_json::Value {
     let r = ts_env(&["identity", "--json"], env);
     assert_eq!(r.code, 0, "identity: {r:?}");
@@ -76,6 +115,7 @@ fn identity_is_fixed_whatever_the_host_side() {
     );
     assert_eq!(r.code, 0, "up: {r:?}");
     let first = identity(&[]);
+    let mut offsets = vec![clock_offset(&[])];
     ts_ok(&["down"]);
 
     // Run 2: another host name (a UTS namespace), another time zone, another
@@ -91,6 +131,24 @@ fn identity_is_fixed_whatever_the_host_side() {
     );
     assert_eq!(r.code, 0, "up in the other setting: {r:?}");
     let second = identity(&env);
+    offsets.push(clock_offset(&env));
+    // A third boot: the App VM alone, started again by the daemon.
+    let qemu =
+        tails_tests::faults::pid_of(tails_tests::faults::Part::AppVm, Path::new(other_runtime))
+            .expect("the App VM's QEMU");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(qemu as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    assert!(
+        wait_until(120, || {
+            let r = ts_env(&["exec", "appvm", "--", "true"], &env);
+            r.code == 0
+        }),
+        "the App VM came back"
+    );
+    offsets.push(clock_offset(&env));
     let r = ts_env(&["down"], &env);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!Path::new(other_runtime).exists());
@@ -106,6 +164,47 @@ fn identity_is_fixed_whatever_the_host_side() {
     );
     assert_eq!(first["facts"], second["facts"]);
     assert_eq!(first["fingerprint"].as_str().map(str::len), Some(64));
+
+    // The clock: moved at every boot, within the window, never the same.
+    for o in &offsets {
+        check_offset(*o);
+    }
+    let apart = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() > a.1 + b.1;
+    assert!(
+        apart(offsets[0], offsets[1]) || apart(offsets[1], offsets[2]),
+        "the offset must change from boot to boot: {offsets:?}"
+    );
+    println!(
+        "App VM clock offsets over three boots: {}",
+        offsets
+            .iter()
+            .map(|(o, e)| format!("{o:+.2} s (±{e:.2})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let clock = first["clock"].as_str().unwrap_or_default();
+    assert!(
+        clock.contains("0.5 to 180 s"),
+        "identity states the window: {clock}"
+    );
+    assert!(
+        first["unpinned"].as_array().is_some_and(|a| !a.is_empty()),
+        "identity says what cannot be pinned"
+    );
+    // Nothing the image builder took from this machine's apt setup.
+    assert_eq!(
+        facts["apt.sources"],
+        "deb http://deb.debian.org/debian bookworm main|deb http://deb.debian.org/debian bookworm-updates main|deb http://deb.debian.org/debian-security bookworm-security main|"
+    );
+    assert_eq!(facts["apt.sources_d"], "");
+    assert!(
+        !facts["apt.conf_d"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mmdebstrap"),
+        "{}",
+        facts["apt.conf_d"]
+    );
 
     // What the fixed identity is made of.
     assert_eq!(facts["net.eth0.mac"], "00:11:22:33:44:55");

@@ -2,7 +2,8 @@
 //!
 //! The stack runs on the testnet inside namespace `ts-stack`, whose only way
 //! out is the testnet's veth; a tcpdump on it sees every packet that leaves.
-//! The leak probe (`ts-leakprobe`, 36 vectors) runs as root in the App VM,
+//! The leak probe (`ts-leakprobe`, 38 vectors, among them vsock to the
+//! other VM and the App VM's clock against the host's) runs as root in the App VM,
 //! first with the App VM's own firewall in place, then after removing it as
 //! a compromised root would. Pass: every vector is blocked or was carried by
 //! the Tor VM's tor (TCP into its TransPort, DNS into its DNSPort), the
@@ -14,6 +15,11 @@
 //!   into a plain router, the classic misconfigured gateway): the leaks show;
 //! - the Tor VM's QEMU killed: the App VM reaches nothing, nothing leaves,
 //!   `status` says the path out is cut;
+//! - the host's table flushed (`nft flush ruleset`) mid-attack: the
+//!   daemon's watchdog freezes both VMs, loads the table again and resumes
+//!   them; nothing leaks, the VMs run on;
+//! - a second daemon started while the stack runs: refused, nothing of the
+//!   first one's touched;
 //! - the daemon killed with -9: the attack goes on without it and nothing
 //!   leaks; the next CLI call finds and reports what it left.
 //!
@@ -144,6 +150,61 @@ fn in_netns_nft(args: &[&str]) -> tails_tests::Run {
         .into()
 }
 
+/// Queue a probe run (with `extra` arguments) in the App VM that starts
+/// `delay` s from now and needs no daemon (its results in `out`, then `done`).
+fn queue_probe(env: &Env, delay: u64, out: &str, extra: &str) {
+    let mut bg = format!("sleep {delay}; {PROBE_IN_VM} {extra}");
+    for a in &env.args {
+        bg.push(' ');
+        bg.push_str(a);
+    }
+    let r = env.ns.ts(&[
+        "exec",
+        "appvm",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "setsid sh -c '{bg} > {out} 2>&1; echo done >> {out}' < /dev/null > /dev/null 2>&1 &"
+        ),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// Wait (at most `secs`) for a queued probe run and return its results.
+fn queued_results(env: &Env, out: &str, secs: u64) -> Vec<Vector> {
+    let mut last = None;
+    let done = wait_until(secs, || {
+        let r = env.ns.ts(&["exec", "appvm", "--", "cat", out]);
+        let finished = r.stdout.trim_end().ends_with("done");
+        last = Some(r);
+        finished
+    });
+    assert!(
+        done,
+        "the queued probe did not finish in {secs} s: {last:?}"
+    );
+    parse_probe(&last.map(|r| r.stdout).unwrap_or_default())
+}
+
+/// SIGKILL the daemon (gone when this returns); its pid.
+fn kill_daemon() -> u32 {
+    let rt = Path::new("/run/tails-server");
+    let pid =
+        tails_tests::faults::pid_of(tails_tests::faults::Part::Daemon, rt).expect("daemon pid");
+    tails_tests::faults::kill(tails_tests::faults::Part::Daemon, rt);
+    pid
+}
+
+/// The pids of both VMs' QEMUs.
+fn qemu_pids() -> (Option<u32>, Option<u32>) {
+    let rt = Path::new("/run/tails-server");
+    (
+        tails_tests::faults::pid_of(tails_tests::faults::Part::TorVm, rt),
+        tails_tests::faults::pid_of(tails_tests::faults::Part::AppVm, rt),
+    )
+}
+
 fn up(env: &Env) {
     let r = env.ns.ts(&["up", "--network", "local"]);
     assert_eq!(r.code, 0, "up --network local: {r:?}");
@@ -267,6 +328,89 @@ fn nothing_bypasses_tor() {
         st["host_firewall"]["dropped_packets"]
     );
 
+    // ---- The host firewall flushed mid-attack: the daemon's watchdog ----
+    // freezes both VMs, loads the table again and lets them go on.
+    let rules_before = st["host_firewall"]["rules"].clone();
+    let vms_before = qemu_pids();
+    let cap = capture("flushed");
+    queue_probe(&env, 2, "/root/flush.out", "--remove-own-firewall");
+    // Into the attack.
+    std::thread::sleep(Duration::from_secs(8));
+    let r = in_netns_nft(&["flush", "ruleset"]);
+    assert_eq!(r.code, 0, "nft flush ruleset: {r:?}");
+    let flushed = Instant::now();
+    let back = wait_until(5, || {
+        in_netns_nft(&["list", "table", "inet", "tails_server"]).code == 0
+    });
+    let restored_in = flushed.elapsed();
+    assert!(back, "the host table did not come back");
+    let flush_res = queued_results(&env, "/root/flush.out", 240);
+    assert!(flush_res.len() >= 25, "the probe ran: {flush_res:?}");
+    count(&mut tally, &flush_res);
+    tally.vectors.insert("host-firewall-flushed".into());
+    let bad = judge(&flush_res);
+    assert!(
+        bad.is_empty(),
+        "firewall flushed: ways out:\n{}",
+        bad.join("\n")
+    );
+    let leaked = leaks_of(&env, cap, &mut tally, "firewall-flushed");
+    tally.leaked += leaked;
+    assert_eq!(leaked, 0, "packets leaked while the host table was flushed");
+    let st = env.ns.status();
+    assert_eq!(
+        st["host_firewall"]["rules"], rules_before,
+        "the same table: {st}"
+    );
+    assert_eq!(qemu_pids(), vms_before, "the VMs ran on (not restarted)");
+    for vm in ["torvm", "appvm"] {
+        assert_eq!(tails_tests::vm_status(&st, vm)["state"], "running", "{st}");
+    }
+    let told = st["supervisor"]["incidents"].to_string();
+    assert!(
+        told.contains("was removed") && told.contains("resumed"),
+        "status must say what happened: {told}"
+    );
+    println!(
+        "host firewall flushed mid-attack: back within {} ms (seen by the test), VMs frozen meanwhile and resumed",
+        restored_in.as_millis()
+    );
+
+    // ---- A second daemon while the stack runs: refused; it touches ----
+    // neither the table nor the runtime files.
+    let pid_file = std::fs::read_to_string("/run/tails-server/daemon.pid").expect("daemon pid");
+    let mut second = in_netns(STACK_NS)
+        .env("TAILS_SERVER_STATE_DIR", "/run/ts-leaks-second-state")
+        .arg(tails_tests::bin())
+        .arg("daemon")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a second daemon");
+    let ended = wait_until(10, || matches!(second.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().expect("second daemon");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        ended && !out.status.success(),
+        "the second daemon must be refused: {out:?}"
+    );
+    assert!(err.contains("holds the lock"), "{err}");
+    tally.vectors.insert("second-daemon".into());
+    assert_eq!(
+        std::fs::read_to_string("/run/tails-server/daemon.pid").expect("daemon pid"),
+        pid_file,
+        "the first daemon's files stay"
+    );
+    let st = env.ns.status();
+    assert_eq!(st["host_firewall"]["rules"], rules_before, "the same table");
+    let r = env.ns.ts(&["exec", "appvm", "--", "true"]);
+    assert_eq!(r.code, 0, "the first daemon still serves: {r:?}");
+    let _ = std::fs::remove_dir_all("/run/ts-leaks-second-state");
+    println!("a second daemon: refused ({})", err.trim());
+
     // ---- Anti-test: the same detector sees leaks when the Tor VM's
     // firewall is off and it routes like a plain gateway. ----
     let cap = capture("anti");
@@ -311,11 +455,20 @@ fn nothing_bypasses_tor() {
     );
 
     // Anti-test 2: with the host's table removed as well, what the host
-    // layer held back (UDP, ICMP) shows too.
+    // layer held back (UDP, ICMP) shows too. The daemon's watchdog would put
+    // the table back at once: the attack is queued, the daemon killed, then
+    // the table removed.
     let cap = capture("anti-host");
+    queue_probe(
+        &env,
+        4,
+        "/root/anti2.out",
+        "--only udp-outside,ntp,dns-public",
+    );
+    kill_daemon();
     let r = in_netns_nft(&["delete", "table", "inet", "tails_server"]);
     assert_eq!(r.code, 0, "removing the host table: {r:?}");
-    let anti2 = env.probe(&["--only", "udp-outside,ntp,dns-public"]);
+    std::thread::sleep(Duration::from_secs(40));
     let frames_udp = {
         let file = cap.file().to_path_buf();
         let frames = cap.stop();
@@ -329,9 +482,14 @@ fn nothing_bypasses_tor() {
             .filter(|f| f.ip.is_some_and(|(_, _, p)| p == 17))
             .count()
     };
+    // A daemon again (it takes the stack over and loads the table first).
+    let r = env
+        .ns
+        .ts(&["exec", "appvm", "--", "cat", "/root/anti2.out"]);
+    let anti2 = parse_probe(&r.stdout);
     assert!(
         frames_udp > 0,
-        "without the Tor VM's and the host's firewalls, UDP must leave: {anti2:?}"
+        "without the Tor VM's and the host's firewalls, UDP must leave: {anti2:?} {r:?}"
     );
     println!("[anti-test, no host table] {frames_udp} UDP frames left the host");
     let r = env.ns.ts(&["down"]);
@@ -344,35 +502,15 @@ fn nothing_bypasses_tor() {
     // Two attacks queued in the App VM, as no daemon will be there to start
     // them: the first 5 s from now, when the daemon is long dead; the second
     // at CUT_AT, when the Tor VM's QEMU will have been killed too.
-    let queue = |delay: u64, out: &str| {
-        let mut bg = format!("sleep {delay}; {PROBE_IN_VM} --remove-own-firewall");
-        for a in &env.args {
-            bg.push(' ');
-            bg.push_str(a);
-        }
-        let r = env.ns.ts(&[
-            "exec",
-            "appvm",
-            "--",
-            "sh",
-            "-c",
-            &format!("setsid sh -c '{bg} > {out} 2>&1; echo done >> {out}' < /dev/null > /dev/null 2>&1 &"),
-        ]);
-        assert_eq!(r.code, 0, "{r:?}");
-    };
     let t0 = Instant::now();
-    queue(5, "/root/bg.out");
-    queue(CUT_AT.as_secs(), "/root/cut.out");
-    let daemon = std::fs::read_to_string("/run/tails-server/daemon.pid")
-        .expect("daemon pid")
-        .trim()
-        .parse::<i32>()
-        .expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the daemon");
+    queue_probe(&env, 5, "/root/bg.out", "--remove-own-firewall");
+    queue_probe(
+        &env,
+        CUT_AT.as_secs(),
+        "/root/cut.out",
+        "--remove-own-firewall",
+    );
+    let daemon = kill_daemon();
     let start = Instant::now();
     // The QEMUs outlive their daemon; the host table stays.
     assert!(!pids_named("qemu-system").is_empty());
@@ -495,7 +633,7 @@ fn nothing_bypasses_tor() {
     assert!(pids_named("qemu-system").is_empty(), "down stopped them");
 
     println!(
-        "leak suite: {} distinct vectors, {} attempts judged (App VM firewall on, removed, Tor VM killed) plus one full run while the daemon was dead; {} frames captured, {} packets leaked (anti-test: {} leaked packets detected)",
+        "leak suite: {} distinct vectors, {} attempts judged (App VM firewall on, removed, host table flushed, Tor VM killed; a second daemon) plus one full run while the daemon was dead; {} frames captured, {} packets leaked (anti-test: {} leaked packets detected)",
         tally.vectors.len(),
         tally.attempts,
         tally.frames + cut_tally.frames + dead_tally.frames,

@@ -61,6 +61,18 @@ fn app_vm_reaches_the_outside_only_through_tor() {
     let st = status_json();
     assert_eq!(st["network"], "local", "{st}");
     assert_eq!(vm_status(&st, "torvm")["tor"]["progress"], 100, "{st}");
+    // With an uplink, only the Tor VM's QEMU shares the host's network
+    // namespace (its user-mode network makes tor's connections, under the
+    // host table); the App VM's QEMU and both vsock backends have none.
+    let net_ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("ns");
+    let mine = std::fs::read_link("/proc/self/ns/net").expect("ns");
+    let rt = std::path::Path::new("/run/tails-server");
+    use tails_tests::faults::{pid_of, Part};
+    assert_eq!(net_ns(pid_of(Part::TorVm, rt).expect("torvm qemu")), mine);
+    assert_ne!(net_ns(pid_of(Part::AppVm, rt).expect("appvm qemu")), mine);
+    for p in pids_named("vhost-device") {
+        assert_ne!(net_ns(p), mine, "a vsock backend has no network");
+    }
 
     // The App VM fetches the outside page through Tor…
     let before = std::fs::read_to_string(&web_log).unwrap_or_default();

@@ -16,6 +16,8 @@ pub const TRANS_PORT: u16 = 9040;
 pub const DNS_PORT: u16 = 5353;
 use crate::control::{CONTROL_SOCKET, COOKIE};
 const TORRC: &str = "/etc/tor/torrc";
+/// The isolation flags of the App VM's ports.
+pub const STREAM_ISOLATION: &str = "IsolateDestAddr IsolateDestPort";
 const TOR: &str = "/usr/sbin/tor";
 /// A torrc option line from the host: one line, bounded.
 const MAX_OPTION: usize = 1024;
@@ -27,8 +29,11 @@ pub fn torrc(cfg: &TorConfig, listen: std::net::Ipv4Addr) -> Result<String, Stri
         "User debian-tor".into(),
         "Log notice stdout".into(),
         "SocksPort 0".into(),
-        format!("TransPort {listen}:{TRANS_PORT}"),
-        format!("DNSPort {listen}:{DNS_PORT}"),
+        // Stream isolation: each destination address and port of the App
+        // VM gets circuits of its own, so that one service's connections
+        // cannot be linked to another's by an exit.
+        format!("TransPort {listen}:{TRANS_PORT} {STREAM_ISOLATION}"),
+        format!("DNSPort {listen}:{DNS_PORT} {STREAM_ISOLATION}"),
         "VirtualAddrNetworkIPv4 10.192.0.0/10".into(),
         "AutomapHostsOnResolve 1".into(),
         format!("ControlSocket {CONTROL_SOCKET}"),
@@ -263,7 +268,8 @@ mod tests {
             bridges: vec!["obfs4 1.2.3.4:443 FP".into()],
         };
         let t = torrc(&cfg, "10.1.2.1".parse().unwrap()).unwrap();
-        assert!(t.contains("TransPort 10.1.2.1:9040\n"));
+        assert!(t.contains("TransPort 10.1.2.1:9040 IsolateDestAddr IsolateDestPort\n"));
+        assert!(t.contains("DNSPort 10.1.2.1:5353 IsolateDestAddr IsolateDestPort\n"));
         assert!(t.contains("SocksPort 0\n"));
         assert!(t.contains("TestingTorNetwork 1\n"));
         assert!(t.contains("UseBridges 1\nBridge obfs4 1.2.3.4:443 FP\n"));

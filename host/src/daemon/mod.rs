@@ -36,6 +36,12 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
         let path = p.display().to_string();
         move |source| crate::store::StoreError::Io { what, path, source }
     };
+    // One daemon per runtime directory, from before it looks at what a dead
+    // one left until its very end.
+    if let Some(parent) = paths.runtime.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    let _runtime_lock = crate::store::lock_exclusive(&paths.runtime_lock())?;
     std::fs::create_dir_all(&paths.runtime).map_err(io("create", &paths.runtime))?;
     std::fs::set_permissions(&paths.runtime, std::fs::Permissions::from_mode(0o711))
         .map_err(io("chmod", &paths.runtime))?;

@@ -72,6 +72,8 @@ pub struct VmSpec {
     pub vhost_vsock: PathBuf,
     /// The VM's private directory (QMP socket), owned by `uid`.
     pub dir: PathBuf,
+    /// The empty mount point its jail's root is built on.
+    pub jail_root: PathBuf,
     pub console_log: PathBuf,
     pub identity: Identity,
 }
@@ -114,6 +116,10 @@ pub trait Vm: Send + Sync {
     fn info(&self) -> Result<VmInfo, VmmError>;
     /// ACPI power button.
     fn powerdown(&self) -> Result<(), VmmError>;
+    /// Freeze the guest's CPUs (QMP `stop`): it runs nothing, sends nothing.
+    fn pause(&self) -> Result<(), VmmError>;
+    /// Let a frozen guest run on (QMP `cont`).
+    fn resume(&self) -> Result<(), VmmError>;
     /// Stop the hypervisor now.
     fn quit(&self) -> Result<(), VmmError>;
     /// Last resort: kill the hypervisor process.

@@ -1,11 +1,14 @@
 //! The embedded backend: one QEMU process per VM, controlled over QMP (qapi).
 //!
-//! QEMU runs as the VM's own unprivileged user, in its own session, with
-//! `-sandbox on` (seccomp) and `-nodefaults`: it gets only the devices listed
-//! here. Guest RAM is a shared memfd (vhost-user needs it). The internal link
-//! is a stream socket pair handed over as a file descriptor, so it has no
-//! name on the host. The guest's serial console and QEMU's own messages go to
-//! the console log, which the host opens: QEMU writes no file of its own.
+//! QEMU runs in its jail (tails-jailer: its own mount, PID, IPC, UTS and,
+//! unless it carries the Tor VM's uplink, network namespace; only the files
+//! of [`jail_spec`]; no capability; the VM's own unprivileged user; rlimits
+//! and a cgroup), in its own session, with `-sandbox on` (seccomp) and
+//! `-nodefaults`: it gets only the devices listed here. Guest RAM is a
+//! shared memfd (vhost-user needs it). The internal link's listening end is
+//! handed to the App VM's QEMU as a descriptor; the Tor VM's QEMU dials it.
+//! The guest's serial console and QEMU's own messages go to the console log,
+//! which the host opens: QEMU writes no file of its own.
 
 use super::{Backend, NicLink, Vm, VmInfo, VmSpec, VmmError};
 use std::fs::OpenOptions;
@@ -21,6 +24,28 @@ const SMBIOS_VERSION: &str = "1";
 /// BIOS date in the SMBIOS tables.
 const SMBIOS_DATE: &str = "01/01/2026";
 
+/// The machine type, versioned: the guest sees the same chipset whatever
+/// QEMU the host runs (Debian 12's 7.2 and backports' 10.x both have it).
+pub const MACHINE: &str = "pc-q35-7.2";
+
+/// The CPU every VM gets, pinned in full so that a guest sees the same CPU
+/// on an Intel and an AMD host, under KVM as under TCG: QEMU's `qemu64`
+/// model with its vendor, family, model, stepping and name written out (by
+/// default QEMU shows the host's vendor under KVM), the host-dependent
+/// virtualization features off, and `enforce`: QEMU refuses to start rather
+/// than silently give a different feature list on a host that lacks one.
+/// Under KVM on a host that can scale the TSC, its frequency is pinned too.
+pub fn cpu_arg(accel: crate::accel::Accel, tsc_scaling: bool) -> String {
+    let mut cpu = String::from(
+        "qemu64,vendor=AuthenticAMD,family=15,model=107,stepping=1,\
+         model-id=QEMU Virtual CPU version 2.5+,-svm,-vmx,enforce",
+    );
+    if accel == crate::accel::Accel::Kvm && tsc_scaling {
+        cpu.push_str(",tsc-frequency=2000000000");
+    }
+    cpu
+}
+
 /// How often a dialling link end tries again while the other VM restarts.
 const LINK_RECONNECT_MS: u32 = 100;
 
@@ -30,6 +55,98 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Qemu {
     pub binary: PathBuf,
+    /// tails-jailer, which starts each QEMU in its jail.
+    pub jailer: PathBuf,
+}
+
+/// Largest console log before it is rotated (one old one is kept): a guest
+/// that floods its console cannot fill the host's disk.
+pub const LOG_MAX_BYTES: u64 = 4 << 20;
+
+/// Where QEMU finds its firmware (SeaBIOS, the PVH and linuxboot option
+/// ROMs): bound read-only into its jail when present.
+const FIRMWARE_DIRS: [&str; 2] = ["/usr/share/qemu", "/usr/share/seabios"];
+
+/// Memory a QEMU may use beyond its guest's RAM (the cgroup's limit):
+/// TCG's translation cache needs more than KVM.
+fn overhead_mib(accel: crate::accel::Accel) -> u64 {
+    match accel {
+        crate::accel::Accel::Kvm => 256,
+        crate::accel::Accel::Tcg => 1024,
+    }
+}
+
+/// What `spec`'s QEMU may see and use: its kernel, initramfs and disks, its
+/// vsock backend's vhost-user socket, its own directory (QMP), the link's
+/// directory when it dials the other VM, `/dev/null`, `/dev/urandom`,
+/// `/dev/kvm` under KVM, QEMU's firmware; its own empty network namespace
+/// unless it has a user-mode NIC (the Tor VM's uplink, under the host
+/// table).
+pub fn jail_spec(binary: &Path, spec: &VmSpec) -> tails_jailer::JailSpec {
+    use tails_jailer::{Bind, Limits, Net};
+    let mut binds = vec![
+        Bind::ro(&spec.kernel),
+        Bind::ro(&spec.initrd),
+        Bind::ro(&spec.vhost_vsock),
+        Bind::rw(&spec.dir),
+        Bind::dev("/dev/null"),
+        Bind::dev("/dev/urandom"),
+    ];
+    for d in &spec.disks {
+        binds.push(if d.read_only {
+            Bind::ro(&d.path)
+        } else {
+            Bind::rw(&d.path)
+        });
+    }
+    let mut net = Net::Empty;
+    let mut pass_fds = 0;
+    for nic in &spec.nics {
+        match &nic.link {
+            NicLink::StreamListen(_) => pass_fds += 1,
+            NicLink::StreamConnect(path) => {
+                // Its directory: the listening end is made anew when the
+                // other VM restarts.
+                if let Some(dir) = path.parent() {
+                    binds.push(Bind::ro(dir));
+                }
+            }
+            NicLink::User => net = Net::Host,
+        }
+    }
+    if spec.accel == crate::accel::Accel::Kvm {
+        binds.push(Bind::dev("/dev/kvm"));
+    }
+    for d in FIRMWARE_DIRS {
+        if Path::new(d).is_dir() {
+            binds.push(Bind::ro(d));
+        }
+    }
+    tails_jailer::JailSpec {
+        name: format!("{}-qemu", spec.name),
+        root: spec.jail_root.clone(),
+        program: binary.to_path_buf(),
+        args: args(spec),
+        env: vec![],
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.clone(),
+        cwd: spec.dir.clone(),
+        net,
+        binds,
+        pass_fds,
+        limits: Limits {
+            open_files: 1024,
+            processes: 256,
+            memory_bytes: (u64::from(spec.memory_mib) + overhead_mib(spec.accel)) << 20,
+            pids: 256,
+        },
+        seccomp: None,
+        log: Some(tails_jailer::LogSpec {
+            path: spec.console_log.clone(),
+            max_bytes: LOG_MAX_BYTES,
+        }),
+    }
 }
 
 /// The QEMU command line for `spec` (the `i`-th listening stream-socket NIC
@@ -49,7 +166,7 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
     push(&["-msg", "timestamp=off"]);
     push(&[
         "-machine",
-        &format!("q35,accel={},memory-backend=mem", spec.accel.name()),
+        &format!("{MACHINE},accel={},memory-backend=mem", spec.accel.name()),
     ]);
     push(&["-cpu", &spec.identity.cpu_model]);
     push(&["-smp", &spec.vcpus.to_string()]);
@@ -74,6 +191,8 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
         &format!("socket,id=vsock0,path={}", spec.vhost_vsock.display()),
     ]);
     push(&["-device", "vhost-user-vsock-pci,chardev=vsock0"]);
+    push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
+    push(&["-device", "virtio-rng-pci,rng=rng0"]);
     let mut next_fd = FIRST_NIC_FD;
     for (i, nic) in spec.nics.iter().enumerate() {
         let netdev = match &nic.link {
@@ -164,14 +283,16 @@ impl Backend for Qemu {
             high.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) });
         }
         let raw: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(args(&spec))
+        let jail = jail_spec(&self.binary, &spec);
+        crate::paths::make_jail_root(&jail.root).map_err(spawn_err)?;
+        let json = serde_json::to_string(&jail).map_err(|e| spawn_err(std::io::Error::other(e)))?;
+        let mut cmd = Command::new(&self.jailer);
+        cmd.arg(json)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .current_dir(&spec.dir);
-        crate::accel::drop_privileges(&mut cmd, (spec.uid, spec.gid), spec.groups.clone());
         // SAFETY: only async-signal-safe calls (setsid, dup2) in the child.
         unsafe {
             cmd.pre_exec(move || {
@@ -212,7 +333,7 @@ impl Backend for Qemu {
     }
 }
 
-fn describe_exit(s: std::process::ExitStatus) -> String {
+pub fn describe_exit(s: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exited with status {c}"),
@@ -269,29 +390,51 @@ fn info(name: &str, qmp: &Path) -> Result<VmInfo, VmmError> {
     })
 }
 
-/// Run one QMP command on a fresh connection, bounded by [`QMP_TIMEOUT`].
-fn qmp_call<C: qapi::Command>(vm: &str, sock: &Path, cmd: &C) -> Result<C::Ok, VmmError> {
+/// Run one QMP command on a fresh connection, bounded by [`QMP_TIMEOUT`]
+/// as a whole (connect, handshake, command, answer): past it the socket is
+/// shut down, which ends the call, and the caller gets an error. A QEMU
+/// that never answers cannot hold a caller longer than that.
+fn qmp_call<C>(vm: &str, sock: &Path, cmd: &C) -> Result<C::Ok, VmmError>
+where
+    C: qapi::Command + Clone + Send + 'static,
+    C::Ok: Send + 'static,
+{
     let err = |detail: String| VmmError::Control {
         vm: vm.to_owned(),
         detail,
     };
     let stream = std::os::unix::net::UnixStream::connect(sock)
         .map_err(|e| err(format!("{}: {e}", sock.display())))?;
-    stream
-        .set_read_timeout(Some(QMP_TIMEOUT))
+    for set in [
+        std::os::unix::net::UnixStream::set_read_timeout,
+        std::os::unix::net::UnixStream::set_write_timeout,
+    ] {
+        set(&stream, Some(QMP_TIMEOUT)).map_err(|e| err(e.to_string()))?;
+    }
+    let guard = stream.try_clone().map_err(|e| err(e.to_string()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cmd = cmd.clone();
+    std::thread::Builder::new()
+        .name("qmp".into())
+        .spawn(move || {
+            // qapi's handshake panics on EOF; contain that to this call.
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut qmp = qapi::Qmp::from_stream(&stream);
+                qmp.handshake().map_err(|e| e.to_string())?;
+                qmp.execute(&cmd).map_err(|e| e.to_string())
+            }));
+            let _ = tx.send(match res {
+                Ok(r) => r,
+                Err(_) => Err("QMP connection closed during the handshake".into()),
+            });
+        })
         .map_err(|e| err(e.to_string()))?;
-    stream
-        .set_write_timeout(Some(QMP_TIMEOUT))
-        .map_err(|e| err(e.to_string()))?;
-    // qapi's handshake panics on EOF; contain that to this call.
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut qmp = qapi::Qmp::from_stream(&stream);
-        qmp.handshake().map_err(|e| e.to_string())?;
-        qmp.execute(cmd).map_err(|e| e.to_string())
-    }));
-    match res {
+    match rx.recv_timeout(QMP_TIMEOUT) {
         Ok(r) => r.map_err(err),
-        Err(_) => Err(err("QMP connection closed during the handshake".into())),
+        Err(_) => {
+            let _ = guard.shutdown(std::net::Shutdown::Both);
+            Err(err(format!("no answer within {} s", QMP_TIMEOUT.as_secs())))
+        }
     }
 }
 
@@ -322,6 +465,14 @@ impl Vm for QemuVm {
         qmp_call(&self.name, &self.qmp, &qapi::qmp::system_powerdown {}).map(|_| ())
     }
 
+    fn pause(&self) -> Result<(), VmmError> {
+        qmp_call(&self.name, &self.qmp, &qapi::qmp::stop {}).map(|_| ())
+    }
+
+    fn resume(&self) -> Result<(), VmmError> {
+        qmp_call(&self.name, &self.qmp, &qapi::qmp::cont {}).map(|_| ())
+    }
+
     fn quit(&self) -> Result<(), VmmError> {
         qmp_call(&self.name, &self.qmp, &qapi::qmp::quit {}).map(|_| ())
     }
@@ -330,8 +481,14 @@ impl Vm for QemuVm {
         match &self.end {
             End::Adopted(p) => p.kill(),
             End::Child(_) if self.exited().is_none() => {
+                // QEMU itself, so that its jailer reaps it and cleans up;
+                // the jailer if QEMU cannot be found (QEMU then dies of its
+                // parent-death signal).
+                let target = crate::proc::ProcId::of(self.pid)
+                    .and_then(|j| j.jailed())
+                    .map_or(self.pid, |q| q.pid);
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(self.pid as i32),
+                    nix::unistd::Pid::from_raw(target as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
@@ -371,14 +528,29 @@ mod tests {
             }],
             vhost_vsock: "/run/x/appvm.vhost".into(),
             dir: "/run/x/appvm".into(),
+            jail_root: "/run/x/jail/appvm-qemu".into(),
             console_log: "/var/log/x.log".into(),
             identity: Identity {
-                cpu_model: "qemu64".into(),
+                cpu_model: cpu_arg(Accel::Tcg, false),
                 system_uuid: "5c1d2c2a-6f1e-4d39-9a7c-0d0000000002".into(),
                 manufacturer: "M".into(),
                 product: "P".into(),
             },
         }
+    }
+
+    /// The Tor VM's NICs: it dials the link, and has the uplink.
+    fn torvm_nics() -> Vec<Nic> {
+        vec![
+            Nic {
+                mac: "00:55:44:33:22:11".into(),
+                link: NicLink::StreamConnect("/run/x/link/internal.sock".into()),
+            },
+            Nic {
+                mac: "52:54:00:12:34:56".into(),
+                link: NicLink::User,
+            },
+        ]
     }
 
     fn after<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
@@ -389,11 +561,134 @@ mod tests {
     }
 
     #[test]
+    fn a_qemu_that_never_answers_cannot_hold_a_call() {
+        let d = std::env::temp_dir().join(format!("ts-qmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        let sock = d.join("qmp.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        // Accepts, then trickles a byte a second and never finishes its
+        // greeting: no single read times out, the call as a whole must.
+        let held = std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                for _ in 0..(QMP_TIMEOUT.as_secs() + 5) {
+                    if std::io::Write::write_all(&mut c, b" ").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        });
+        let t = std::time::Instant::now();
+        let r = qmp_call("testvm", &sock, &qapi::qmp::query_status {});
+        let took = t.elapsed();
+        assert!(r.is_err(), "no answer is an error");
+        assert!(
+            took < QMP_TIMEOUT + Duration::from_secs(2),
+            "bounded as a whole: {took:?}"
+        );
+        let _ = held.join();
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn the_cpu_is_pinned_in_full_under_kvm_too() {
+        for (accel, tsc) in [
+            (Accel::Tcg, false),
+            (Accel::Tcg, true),
+            (Accel::Kvm, false),
+            (Accel::Kvm, true),
+        ] {
+            let cpu = cpu_arg(accel, tsc);
+            let props: Vec<&str> = cpu.split(',').collect();
+            assert_eq!(props[0], "qemu64", "a named model, never host or max");
+            for p in [
+                "vendor=AuthenticAMD",
+                "family=15",
+                "model=107",
+                "stepping=1",
+                "model-id=QEMU Virtual CPU version 2.5+",
+                "-svm",
+                "-vmx",
+                "enforce",
+            ] {
+                assert!(props.contains(&p), "{accel:?}: {p} in {cpu}");
+            }
+            let pinned_tsc = props.iter().any(|p| p.starts_with("tsc-frequency="));
+            assert_eq!(pinned_tsc, accel == Accel::Kvm && tsc, "{cpu}");
+        }
+        // The same string under KVM and TCG but for the TSC: what the guest
+        // sees does not depend on the host's vendor.
+        assert_eq!(cpu_arg(Accel::Kvm, false), cpu_arg(Accel::Tcg, false));
+    }
+
+    #[test]
+    fn each_qemu_gets_only_its_own_files_in_its_jail() {
+        let s = spec();
+        let j = jail_spec(Path::new("/usr/bin/qemu-system-x86_64"), &s);
+        assert_eq!(j.validate(), Ok(()));
+        assert_eq!(
+            j.net,
+            tails_jailer::Net::Empty,
+            "no uplink: no network at all"
+        );
+        assert_eq!(j.pass_fds, 1, "the link's listening end");
+        assert_eq!((j.uid, j.gid), (s.uid, s.gid));
+        assert!(j.seccomp.is_none(), "QEMU installs its own (-sandbox on)");
+        let paths: Vec<String> = j
+            .binds
+            .iter()
+            .map(|b| b.path.display().to_string())
+            .collect();
+        for p in [
+            "/img/vmlinux",
+            "/img/appvm.initramfs",
+            "/img/root",
+            "/run/x/appvm.vhost",
+            "/run/x/appvm",
+        ] {
+            assert!(paths.contains(&p.to_string()), "{p} in {paths:?}");
+        }
+        let writable: Vec<&str> = j
+            .binds
+            .iter()
+            .filter(|b| b.writable && !b.device)
+            .map(|b| b.path.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            writable,
+            ["/run/x/appvm"],
+            "only its own directory is writable"
+        );
+        assert!(!paths.iter().any(|p| p == "/dev/kvm"), "TCG: no /dev/kvm");
+        assert!(
+            j.binds.iter().all(|b| !b.exec),
+            "nothing executable but QEMU and its libraries"
+        );
+        assert!(j.limits.memory_bytes > u64::from(s.memory_mib) << 20);
+        // The Tor VM's QEMU with its uplink: the host's namespace (under
+        // the host table); it dials the link in a directory of its own.
+        let mut t = spec();
+        t.accel = Accel::Kvm;
+        t.nics = torvm_nics();
+        let j = jail_spec(Path::new("/usr/bin/qemu-system-x86_64"), &t);
+        assert_eq!(j.net, tails_jailer::Net::Host);
+        assert_eq!(j.pass_fds, 0);
+        let paths: Vec<String> = j
+            .binds
+            .iter()
+            .map(|b| b.path.display().to_string())
+            .collect();
+        assert!(paths.contains(&"/run/x/link".to_string()), "{paths:?}");
+        assert!(paths.contains(&"/dev/kvm".to_string()), "KVM: /dev/kvm");
+    }
+
+    #[test]
     fn command_line_is_locked_down() {
         let a = args(&spec());
         assert!(a.contains(&"-nodefaults".to_string()));
         assert!(a.contains(&"-no-user-config".to_string()));
-        assert_eq!(after(&a, "-cpu"), ["qemu64"]);
+        assert_eq!(after(&a, "-cpu"), [cpu_arg(Accel::Tcg, false)]);
         assert!(
             !a.iter().any(|x| x == "host"
                 || x == "max"
@@ -406,7 +701,11 @@ mod tests {
             after(&a, "-sandbox"),
             ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
         );
-        assert_eq!(after(&a, "-machine"), ["q35,accel=tcg,memory-backend=mem"]);
+        assert_eq!(
+            after(&a, "-machine"),
+            ["pc-q35-7.2,accel=tcg,memory-backend=mem"]
+        );
+        assert!(after(&a, "-device").contains(&"virtio-rng-pci,rng=rng0"));
         assert!(
             after(&a, "-object")[0].contains("memory-backend-memfd")
                 && after(&a, "-object")[0].contains("share=on")
@@ -417,16 +716,7 @@ mod tests {
             ["stream,id=net0,server=on,addr.type=fd,addr.str=3"]
         );
         let mut torvm = spec();
-        torvm.nics = vec![
-            Nic {
-                mac: "00:55:44:33:22:11".into(),
-                link: NicLink::StreamConnect("/run/x/link/internal.sock".into()),
-            },
-            Nic {
-                mac: "52:54:00:12:34:56".into(),
-                link: NicLink::User,
-            },
-        ];
+        torvm.nics = torvm_nics();
         assert_eq!(
             after(&args(&torvm), "-netdev"),
             [

@@ -59,6 +59,11 @@ enum Cmd {
         /// Pass this command's stdin to the guest command (at most 160 KiB).
         #[arg(long)]
         stdin: bool,
+        /// Write the guest's output as it is, even to a terminal (by default
+        /// control characters are shown escaped there, like `qvm-run`: a
+        /// guest's escape sequences never reach your terminal).
+        #[arg(long)]
+        raw: bool,
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -319,6 +324,9 @@ fn print_testnet(st: &tails_testnet::Status) {
 }
 
 fn main() {
+    // Whatever the CLI or the daemon creates (logs, state, sockets) is
+    // root's only unless it says otherwise.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(c) => c,
@@ -363,8 +371,9 @@ fn run(cli: Cli) -> Result<i32> {
                 vm,
                 timeout,
                 stdin,
+                raw,
                 command,
-            } => stack_cmd::exec(&paths, vm, command, timeout, stdin).await,
+            } => stack_cmd::exec(&paths, vm, command, timeout, stdin, raw).await,
             Cmd::Identity { json } => stack_cmd::identity(&paths, json).await.map(|_| 0),
             Cmd::List { json } => service_cmd::list(&paths, json).await.map(|_| 0),
             Cmd::Service(args) => service_cmd::run(&paths, args).await,

@@ -302,8 +302,9 @@ pub async fn exec(
     argv: Vec<String>,
     timeout: u64,
     pass_stdin: bool,
+    raw: bool,
 ) -> Result<i32> {
-    use std::io::{Read, Write};
+    use std::io::{IsTerminal, Read, Write};
     let mut stdin = Vec::new();
     if pass_stdin {
         std::io::stdin()
@@ -318,8 +319,15 @@ pub async fn exec(
         }
     }
     let out = exec_output(paths, vm, argv, timeout, stdin).await?;
-    std::io::stdout().write_all(&out.stdout)?;
-    std::io::stderr().write_all(&out.stderr)?;
+    let shown = |bytes: &[u8], tty: bool| {
+        if tty && !raw {
+            tails_server::terminal_safe(bytes)
+        } else {
+            bytes.to_vec()
+        }
+    };
+    std::io::stdout().write_all(&shown(&out.stdout, std::io::stdout().is_terminal()))?;
+    std::io::stderr().write_all(&shown(&out.stderr, std::io::stderr().is_terminal()))?;
     if out.truncated {
         eprintln!("tails-server: output was cut at 1 MiB");
     }
@@ -348,14 +356,25 @@ pub async fn identity(paths: &Paths, json: bool) -> Result<()> {
     }
     let facts = identity::parse(&out.stdout).map_err(anyhow::Error::msg)?;
     let fp = identity::fingerprint(&facts);
+    let clock = identity::clock_window();
     if json {
-        let v = serde_json::json!({"fingerprint": fp, "facts": facts});
+        let v = serde_json::json!({
+            "fingerprint": fp,
+            "facts": facts,
+            "clock": clock,
+            "unpinned": identity::UNPINNED,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for (k, v) in &facts {
             println!("{k}: {v}");
         }
         println!("fingerprint: {fp}");
+        println!("clock: {clock}");
+        println!("not pinned (the same on no two hosts, or not at all):");
+        for u in identity::UNPINNED {
+            println!("  - {u}");
+        }
     }
     Ok(())
 }

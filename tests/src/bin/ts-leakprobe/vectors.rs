@@ -48,6 +48,8 @@ pub const VECTORS: &[(&str, bool)] = &[
     ("slirp-dns", false),
     ("host-addresses", false),
     ("vsock", false),
+    ("vsock-other-vm", false),
+    ("clock-skew", false),
     ("tor-virtual-addr", false),
     ("gateway-as-router", false),
     // Sequential, at the end: they change the interface.
@@ -290,6 +292,19 @@ pub fn run(name: &str, ctx: &Ctx) -> Outcome {
             }
             combine(par(jobs))
         }
+        // The Tor VM over vsock, on any port, and every other CID: the App
+        // VM's backend serves the App VM alone and knows no other VM.
+        "vsock-other-vm" => {
+            let mut jobs = Vec::new();
+            for cid in [3u32, 5, 16, 100, 0xffff_fffe] {
+                for port in [1024u32, 1025, 1, 22, 80, 9050, 9051] {
+                    jobs.push(job(move || crate::probes::vsock_stream(ctx, cid, port)));
+                }
+                jobs.push(job(move || crate::probes::vsock_dgram(ctx, cid, 1024)));
+            }
+            combine(par(jobs))
+        }
+        "clock-skew" => clock_skew(),
         "tor-virtual-addr" => combine(vec![tcp(
             ctx,
             v4(Ipv4Addr::new(10, 192, 0, 1), 80),
@@ -300,6 +315,58 @@ pub fn run(name: &str, ctx: &Ctx) -> Outcome {
             res: crate::probes::Res::Error,
             detail: format!("{other} is not a parallel vector"),
         },
+    }
+}
+
+/// Is the clock the services stamp their answers with the host's? The
+/// emulated RTC runs on the host's time (a root guest can read it: that is
+/// said in the README); the system clock must be away from it by the boot
+/// clock randomization's half second at least. The RTC counts whole
+/// seconds: the offset is read at the instant its second changes.
+fn clock_skew() -> Outcome {
+    let rtc = || {
+        std::fs::read_to_string("/sys/class/rtc/rtc0/since_epoch")
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+    };
+    let Some(first) = rtc() else {
+        return Outcome {
+            res: crate::probes::Res::Error,
+            detail: "no RTC to compare with".into(),
+        };
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        match rtc() {
+            Some(now) if now != first => {
+                let sys = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                let off = sys - now as f64;
+                let res = if off.abs() >= 0.4 {
+                    crate::probes::Res::Blocked
+                } else {
+                    crate::probes::Res::Reached
+                };
+                return Outcome {
+                    res,
+                    detail: format!(
+                        "the system clock is {off:+.2} s from the host's (RTC){}",
+                        if off.abs() >= 0.4 {
+                            ""
+                        } else {
+                            ": the services show the host's time"
+                        }
+                    ),
+                };
+            }
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    Outcome {
+        res: crate::probes::Res::Error,
+        detail: "the RTC did not tick".into(),
     }
 }
 

@@ -62,12 +62,16 @@ impl ProcId {
         format!("{} (pid {})", self.comm, self.pid)
     }
 
-    /// The process a jailer runs (its only child).
+    /// The program a jailer runs: its child that is not the jailer's own
+    /// log pump (a fork of the jailer, with the jailer's name).
     pub fn jailed(&self) -> Option<ProcId> {
         let children =
             std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).ok()?;
-        let pid = children.split_whitespace().next()?.parse().ok()?;
-        ProcId::of(pid)
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter_map(ProcId::of)
+            .find(|c| c.comm != JAILER_COMM)
     }
 
     /// Signal it through a pidfd: the pidfd is opened first, then the start

@@ -1,7 +1,8 @@
 //! The seccomp filters the jailer installs, as BPF (seccompiler).
 //!
 //! vhost-device-vsock's list was taken from a full run of the stack under
-//! `strace -f` (start, a VM's restart, exec traffic both ways, stop) and
+//! `strace -f` (start, a VM's restart, exec traffic both ways, stop), plus
+//! `connect` (a guest dialling the host, which the leak probe does), and
 //! then narrowed: sockets only of `AF_UNIX`, `ioctl` only `FIONBIO`/`FIOCLEX`/`TCGETS`,
 //! `prctl` only `PR_SET_NAME`, `clone` only for threads. `clone3` (whose
 //! flags sit in memory, out of a filter's reach) answers `ENOSYS`, so glibc
@@ -88,6 +89,9 @@ const VSOCK_PLAIN: &[i64] = &[
     libc::SYS_eventfd2,
     libc::SYS_bind,
     libc::SYS_listen,
+    // A guest's connection to the host (CID 2, port P) is a connect to
+    // `<uds-path>_P`, in its own directory: sockets are AF_UNIX only.
+    libc::SYS_connect,
     libc::SYS_accept4,
     libc::SYS_recvfrom,
     libc::SYS_sendto,

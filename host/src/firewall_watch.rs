@@ -25,13 +25,23 @@ pub type Report = Arc<dyn Fn(String) + Send + Sync>;
 pub async fn watch(stack: Weak<Stack>, report: Report) {
     let nft = crate::firewall::nft();
     loop {
-        let child = tokio::process::Command::new(&nft)
-            .arg("monitor")
+        let mut cmd = tokio::process::Command::new(&nft);
+        cmd.arg("monitor")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe. A daemon killed with -9 leaves
+        // no monitor behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {

@@ -214,7 +214,7 @@ fn print_status(r: &StatusReport) {
             println!("accelerator: {}", s.accel);
             println!("backend: {}", s.backend);
             println!("network: {}", s.network.name());
-            println!("vsock device: {}", s.vsock);
+            println!("vsock backends: {}", s.vsock);
         }
     }
     let fw = &r.host_firewall;

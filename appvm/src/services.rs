@@ -82,7 +82,31 @@ fn check(req: &ServiceStart) -> Result<(), String> {
             return Err("a file mode is at most 0777".into());
         }
     }
+    for d in &req.dirs {
+        if !clean_absolute(&d.path) || d.path == "/" {
+            return Err("a directory needs a clean absolute path".into());
+        }
+        if d.mode > 0o777 {
+            return Err("a directory mode is at most 0777".into());
+        }
+    }
     Ok(())
+}
+
+/// Make `d` (and its parents), then give it (not what is in it) to its
+/// owner with its mode; a symlink in its place is refused.
+fn make_dir(d: &tails_proto::msg::ServiceDir) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |e: std::io::Error| format!("{}: {e}", d.path);
+    let (uid, gid) = pid1::user_ids(&d.owner)
+        .ok_or_else(|| format!("{}: there is no user {} in the App VM", d.path, d.owner))?;
+    std::fs::create_dir_all(&d.path).map_err(err)?;
+    let meta = std::fs::symlink_metadata(&d.path).map_err(err)?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", d.path));
+    }
+    std::os::unix::fs::lchown(&d.path, Some(uid), Some(gid)).map_err(err)?;
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode)).map_err(err)
 }
 
 /// Write `f` whole or not at all (a temporary file renamed over it).
@@ -132,6 +156,9 @@ impl Services {
         }
         let (uid, gid) = pid1::user_ids(&req.user)
             .ok_or_else(|| format!("there is no user {} in the App VM", req.user))?;
+        for d in &req.dirs {
+            make_dir(d)?;
+        }
         for f in &req.files {
             write_file(f)?;
         }
@@ -287,6 +314,15 @@ mod tests {
                 contents: b"x".to_vec(),
             }],
             port: 80,
+            dirs: vec![],
+        }
+    }
+
+    fn dir(path: &str, mode: u32) -> tails_proto::msg::ServiceDir {
+        tails_proto::msg::ServiceDir {
+            path: path.into(),
+            owner: "www-data".into(),
+            mode,
         }
     }
 
@@ -306,7 +342,14 @@ mod tests {
             Box::new(|r| r.files[0].path = "etc/x".into()),
             Box::new(|r| r.files[0].path = "/etc/../root/.ssh/authorized_keys".into()),
             Box::new(|r| r.files[0].mode = 0o4755),
+            Box::new(|r| r.dirs.push(dir("relative/x", 0o700))),
+            Box::new(|r| r.dirs.push(dir("/", 0o700))),
+            Box::new(|r| r.dirs.push(dir("/var/../etc", 0o700))),
+            Box::new(|r| r.dirs.push(dir("/var/lib/x", 0o4700))),
         ];
+        let mut ok = req();
+        ok.dirs.push(dir("/var/lib/tails-server-x", 0o700));
+        assert!(check(&ok).is_ok());
         for (i, f) in bad.iter().enumerate() {
             let mut r = req();
             f(&mut r);

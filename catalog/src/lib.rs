@@ -41,7 +41,7 @@ pub use option::{
     SECRET_MAX_LEN, SECRET_MIN_LEN, SECRET_PUNCTUATION, STANDARD_OPTIONS, STRING_MAX_LEN,
     VIRTUAL_PORT_OPTION,
 };
-pub use service::{ConfigFile, ConfigTemplate, Service, Start, StartPlan, MAX_FILE_LEN};
+pub use service::{ConfigFile, ConfigTemplate, Directory, Service, Start, StartPlan, MAX_FILE_LEN};
 pub use template::{Builtins, Template};
 
 /// The services that loaded, by name.

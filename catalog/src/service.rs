@@ -15,6 +15,10 @@
 //! start:                           # how the App VM agent starts it
 //!   command: [/usr/sbin/nginx, -c, /etc/tails-server/nginx.conf]   # argv, templates
 //!   user: root                     # the user it runs as
+//!   directories:                   # optional: made (or fixed) before it starts
+//!     - path: /var/lib/tails-server-filedrop
+//!       owner: www-data              # a user of the App VM (its group too)
+//!       mode: "0700"                 # optional, default 0700
 //!   config:                        # files written before it starts
 //!     - path: /etc/tails-server/nginx.conf
 //!       mode: "0644"               # optional, default 0644, at most 0777
@@ -60,6 +64,8 @@ pub const MAX_FILE_LEN: u64 = 256 * 1024;
 
 /// Default mode of a config file.
 const DEFAULT_MODE: u32 = 0o644;
+/// Mode of a `start.directories` entry without one.
+const DEFAULT_DIR_MODE: u32 = 0o700;
 
 // ---------------------------------------------------------------------------------------
 // The file format, as deserialized (then checked into a `Service`).
@@ -90,6 +96,17 @@ struct RawStart {
     user: Spanned<String>,
     #[serde(default)]
     config: Vec<RawConfig>,
+    #[serde(default)]
+    directories: Vec<RawDirectory>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    path: Spanned<String>,
+    owner: Spanned<String>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +298,19 @@ pub struct Start {
     command: Vec<Template>,
     user: String,
     config: Vec<ConfigTemplate>,
+    directories: Vec<Directory>,
+}
+
+/// A directory the App VM agent makes (or fixes) before the service starts:
+/// owned by `owner` (a user of the App VM, also its group), with `mode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    /// Absolute path in the App VM.
+    pub path: PathBuf,
+    /// The user (and group) it belongs to.
+    pub owner: String,
+    /// Permission bits (at most 0o777).
+    pub mode: u32,
 }
 
 impl Start {
@@ -297,6 +327,11 @@ impl Start {
     /// The config files written before it starts.
     pub fn config(&self) -> &[ConfigTemplate] {
         &self.config
+    }
+
+    /// The directories made before it starts.
+    pub fn directories(&self) -> &[Directory] {
+        &self.directories
     }
 }
 
@@ -334,6 +369,8 @@ pub struct StartPlan {
     pub user: String,
     /// The config files to write first.
     pub files: Vec<ConfigFile>,
+    /// The directories to make first (data owned by the service's user).
+    pub directories: Vec<Directory>,
 }
 
 /// A config file with its contents; [`fmt::Debug`] leaves the contents out since they may
@@ -528,6 +565,7 @@ impl Service {
             command,
             user: self.start.user.clone(),
             files,
+            directories: self.start.directories.clone(),
         })
     }
 }
@@ -869,10 +907,36 @@ impl Checker<'_> {
                 mode,
             });
         }
+        let mut directories = Vec::new();
+        for (i, d) in raw.directories.iter().enumerate() {
+            let field = |f: &str| format!("start.directories[{i}].{f}");
+            let path = self.path(&d.path, &field("path"), &mut seen);
+            if !names::is_user_name(&d.owner.value) {
+                let problem = Problem::UserName(d.owner.value.clone());
+                self.at(&d.owner.referenced, &field("owner"), problem);
+            }
+            let mode = match &d.mode {
+                None => DEFAULT_DIR_MODE,
+                Some(m) => parse_mode(&m.value).unwrap_or_else(|| {
+                    self.at(
+                        &m.referenced,
+                        &field("mode"),
+                        Problem::Mode(m.value.clone()),
+                    );
+                    DEFAULT_DIR_MODE
+                }),
+            };
+            directories.push(Directory {
+                path,
+                owner: d.owner.value.clone(),
+                mode,
+            });
+        }
         Start {
             command,
             user: raw.user.value.clone(),
             config,
+            directories,
         }
     }
 
@@ -1000,6 +1064,36 @@ connection_info: \"{address}:{virtual_port} password {server-password}\"
     }
 
     /// The errors of `text`, one line each.
+    #[test]
+    fn directories_are_made_for_their_owner() {
+        let with = GOOD.replace(
+            "  config:\n",
+            "  directories:\n    - path: /var/lib/chatd/rooms\n      owner: chatd\n    - path: /var/lib/chatd/up\n      owner: chatd\n      mode: \"0750\"\n  config:\n",
+        );
+        let svc = parse(&with).expect("parses");
+        let dirs = svc.start().directories();
+        assert_eq!(dirs.len(), 2);
+        assert_eq!(dirs[0].path, Path::new("/var/lib/chatd/rooms"));
+        assert_eq!((dirs[0].owner.as_str(), dirs[0].mode), ("chatd", 0o700));
+        assert_eq!(dirs[1].mode, 0o750);
+        for (bad, field) in [
+            ("path: var/lib/x", "start.directories[0].path"),
+            ("path: /var/../etc", "start.directories[0].path"),
+            ("owner: Bad User", "start.directories[0].owner"),
+            ("mode: \"07777\"", "start.directories[0].mode"),
+        ] {
+            let (key, _) = bad.split_once(':').unwrap();
+            let line = match key {
+                "path" => format!("    - {bad}\n      owner: chatd\n"),
+                "owner" => format!("    - path: /var/lib/x\n      {bad}\n"),
+                _ => format!("    - path: /var/lib/x\n      owner: chatd\n      {bad}\n"),
+            };
+            let text = GOOD.replace("  config:\n", &format!("  directories:\n{line}  config:\n"));
+            let e = errors(&text);
+            assert!(e.iter().any(|m| m.contains(field)), "{bad}: {e:?}");
+        }
+    }
+
     fn errors(text: &str) -> Vec<String> {
         let errs = parse(text).expect_err("should fail");
         errs.iter()

@@ -439,8 +439,22 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
             })
             .collect(),
         port: target_port,
+        dirs: rendered
+            .directories
+            .into_iter()
+            .map(|d| tails_proto::msg::ServiceDir {
+                path: d.path.display().to_string(),
+                owner: d.owner,
+                mode: d.mode,
+            })
+            .collect(),
     };
     let mut parts: Vec<Vec<u8>> = vec![start.user.clone().into_bytes()];
+    for d in &start.dirs {
+        parts.push(d.path.clone().into_bytes());
+        parts.push(d.owner.clone().into_bytes());
+        parts.push(d.mode.to_be_bytes().to_vec());
+    }
     parts.extend(start.argv.iter().map(|a| a.clone().into_bytes()));
     for f in &start.files {
         parts.push(f.path.clone().into_bytes());

@@ -192,6 +192,22 @@ pub struct ServiceStart {
     /// The TCP port it listens on: opened in the App VM's firewall for the
     /// Tor VM only, and awaited before the reply.
     pub port: u16,
+    /// Directories made (or fixed) first: the service's data, owned by a
+    /// user of the App VM.
+    #[serde(default)]
+    pub dirs: Vec<ServiceDir>,
+}
+
+/// A directory the App VM agent makes before a service starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDir {
+    /// Absolute path in the App VM.
+    pub path: String,
+    /// Its owner (and group): a user of the App VM.
+    pub owner: String,
+    /// Permission bits (at most 0o777).
+    pub mode: u32,
 }
 
 /// Host → guest.

@@ -175,3 +175,105 @@ fn irc_two_people_chat_in_the_channel_through_tor() {
     t_ok(&["down"]);
     let _ = std::fs::remove_dir_all(STATE);
 }
+
+/// `curl` through the tor client at `socks` (names resolved by tor); its exit
+/// code and what it printed (`-w` adds the HTTP status last).
+fn curl(socks: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "120",
+            "--socks5-hostname",
+            socks,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn status_code(out: &str) -> &str {
+    out.lines().last().unwrap_or("").trim()
+}
+
+#[test]
+fn filedrop_takes_uploads_that_nobody_can_list_or_read() {
+    clean_start(Path::new(RUNTIME));
+    let _ = std::fs::remove_dir_all(STATE);
+    let r = ts(&["testnet", "up"]);
+    assert_eq!(r.code, 0, "testnet up: {r:?}");
+    t_ok(&["up", "--network", "local"]);
+    let r = t_ok(&["filedrop", "enable"]);
+    let address = yaml_field(&r.stdout, "address");
+    let line = credentials("filedrop")["auth-private"]
+        .as_str()
+        .expect("auth-private")
+        .to_owned();
+    let join = tails_testnet::join_options(&tails_testnet::Config::default()).expect("join");
+    let sock = |p: u16| -> SocketAddr { format!("10.100.0.2:{p}").parse().expect("addr") };
+    let source = FreshClient::with_keys("ts-outside", &join, sock(9181), &[&line]);
+    let socks = source.socks.to_string();
+    let file = std::env::temp_dir().join(format!("ts-filedrop-{}", std::process::id()));
+    let secret = format!("the documents, {}\n", std::process::id());
+    std::fs::write(&file, &secret).expect("write");
+    let url = format!("http://{address}/drop/report.txt");
+    // The upload (retried while the descriptor reaches the client's tor).
+    let mut last = String::new();
+    let uploaded = wait_until(240, || {
+        let (_, out) = curl(&socks, &["-T", file.to_str().expect("utf-8"), &url]);
+        last = out;
+        status_code(&last) == "201"
+    });
+    assert!(uploaded, "the upload: {last}");
+    // Nobody can list the folder, read the file back, or overwrite it.
+    let (_, out) = curl(&socks, &[&format!("http://{address}/drop/")]);
+    assert_eq!(status_code(&out), "403", "listing: {out}");
+    let (_, out) = curl(&socks, &[&url]);
+    assert_eq!(status_code(&out), "403", "reading it back: {out}");
+    assert!(!out.contains("the documents"), "{out}");
+    let (_, out) = curl(&socks, &["-T", file.to_str().expect("utf-8"), &url]);
+    assert_eq!(status_code(&out), "409", "overwriting: {out}");
+    // The operator reads it, on the server.
+    let r = t_ok(&[
+        "exec",
+        "appvm",
+        "--",
+        "cat",
+        "/var/lib/tails-server-filedrop/drop/report.txt",
+    ]);
+    assert_eq!(r.stdout, secret);
+    let r = t_ok(&[
+        "exec",
+        "appvm",
+        "--",
+        "stat",
+        "-c",
+        "%U %a",
+        "/var/lib/tails-server-filedrop/drop",
+        "/var/lib/tails-server-filedrop/drop/report.txt",
+    ]);
+    assert_eq!(r.stdout, "www-data 700\nwww-data 600\n", "{r:?}");
+    // Without the client's key, tor reaches nothing.
+    let other = FreshClient::with_keys("ts-outside", &join, sock(9182), &[]);
+    let (code, out) = curl(
+        &other.socks.to_string(),
+        &["-T", file.to_str().expect("utf-8"), &url],
+    );
+    assert_ne!(code, 0, "without the key: {out}");
+    println!("filedrop: uploaded (201), listing 403, reading 403, overwriting 409; without the key curl exit {code}");
+    drop(source);
+    drop(other);
+    let _ = std::fs::remove_file(&file);
+    t_ok(&["down"]);
+    let _ = std::fs::remove_dir_all(STATE);
+}

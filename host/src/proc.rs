@@ -127,18 +127,11 @@ pub fn kill_all(procs: &[ProcId], limit: Duration) -> bool {
 /// This process's children whose command name is `comm`.
 pub fn children_named(comm: &str) -> Vec<ProcId> {
     let me = std::process::id();
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
-        return Vec::new();
-    };
     // Children of every thread of ours (tokio's workers spawn too).
-    let mut pids: Vec<u32> = text
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
+    let mut pids: Vec<u32> = Vec::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) {
         for t in tasks.flatten() {
-            let path = t.path().join("children");
-            if let Ok(c) = std::fs::read_to_string(path) {
+            if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
                 pids.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
             }
         }

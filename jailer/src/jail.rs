@@ -101,27 +101,20 @@ fn wait_child(child: nix::unistd::Pid) -> nix::Result<WaitStatus> {
     use nix::sys::wait::WaitPidFlag;
     let mut since: Option<Instant> = None;
     loop {
-        if STOPPING.load(Ordering::SeqCst) {
-            let t = *since.get_or_insert_with(Instant::now);
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {
-                    if t.elapsed() > GRACE {
-                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                        return loop {
-                            match waitpid(child, None) {
-                                Err(nix::Error::EINTR) => continue,
-                                other => break other,
-                            }
-                        };
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        if !STOPPING.load(Ordering::SeqCst) {
+            match waitpid(child, None) {
+                // A signal arrived: a stop, perhaps.
+                Err(nix::Error::EINTR) => continue,
                 other => return other,
             }
-            continue;
         }
-        match waitpid(child, None) {
-            Err(nix::Error::EINTR) => continue,
+        let t = *since.get_or_insert_with(Instant::now);
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if t.elapsed() > GRACE => {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                STOPPING.store(false, Ordering::SeqCst);
+            }
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
             other => return other,
         }
     }

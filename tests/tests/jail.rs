@@ -364,7 +364,10 @@ fn jailed(
     seccomp: Option<tails_jailer::Policy>,
     log: Option<tails_jailer::LogSpec>,
 ) -> std::process::Output {
-    let dir = PathBuf::from("/run/tails-server-jailtest");
+    // One directory per call: the tests of this file may run at once.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = PathBuf::from(format!("/run/tails-server-jailtest-{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("root")).expect("mkdir");
     std::fs::create_dir_all(dir.join("work")).expect("mkdir");
@@ -372,7 +375,7 @@ fn jailed(
         .expect("lookup")
         .expect("user tails-vsock-appvm");
     let spec = tails_jailer::JailSpec {
-        name: "syscall-test".into(),
+        name: format!("jailtest-{n}"),
         root: dir.join("root"),
         program: program.to_path_buf(),
         args: args.iter().map(|a| a.to_string()).collect(),

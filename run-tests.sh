@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh
+# The one test client Debian does not ship, Mumble's (pymumble), pinned, in a
+# venv that sees Debian's python3-socks (tests/clients/mumble_check.py).
+VENV=/var/lib/tails-server-tests/venv
+MUMBLE_PINS="opuslib==3.0.1 protobuf==3.12.2 pymumble==1.6.1"
+[ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
+have=$("$VENV/bin/python" -m pip freeze 2>/dev/null | grep -E '^(opuslib|protobuf|pymumble)==' | sort | tr '\n' ' ')
+if [ "$have" != "$MUMBLE_PINS " ]; then
+  "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check --require-hashes \
+    --no-deps --no-build-isolation -r tests/clients/requirements-mumble.txt
+fi
 export PATH="$HOME/.cargo/bin:$PATH"
 # The leak probe runs inside the App VM: linked statically, like the agents.
 RUSTFLAGS="-C target-feature=+crt-static" \

@@ -9,6 +9,7 @@
 //! its firewall (see [`tails_nft::appvm`]) before
 //! the link comes up, and serves the host on vsock.
 
+mod certs;
 mod clock;
 mod services;
 

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tails_guest::{log, pid1};
-use tails_proto::msg::{GuestMsg, HostMsg, ServiceFile, ServiceStart};
+use tails_proto::msg::{GuestMsg, HostMsg, ServiceFile, ServicePrepare, ServiceStart, ServiceUser};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
 
@@ -23,6 +23,12 @@ use tokio::sync::Mutex;
 const LISTEN: Duration = Duration::from_secs(40);
 /// How long a stopping service gets after SIGTERM.
 const STOP: Duration = Duration::from_secs(5);
+/// How long one prepare step (a key made, an account added) may take.
+const PREPARE: Duration = Duration::from_secs(90);
+/// Largest input handed to a prepare step.
+const PREPARE_STDIN_MAX: usize = 64 * 1024;
+/// How much of a failed prepare step's output is kept for its error.
+const PREPARE_OUTPUT_MAX: usize = 64 * 1024;
 
 /// What the firewall needs to be re-applied with the open ports.
 pub struct Firewall {
@@ -49,7 +55,15 @@ fn valid_name(n: &str) -> bool {
         && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == '-')
 }
 
-fn clean_absolute(p: &str) -> bool {
+/// A system user name: `[a-z_][a-z0-9_-]*`, at most 32 characters.
+fn valid_user(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|f| f.is_ascii_lowercase() || f == '_')
+        && n.len() <= 32
+        && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == '_' || x == '-')
+}
+
+pub(crate) fn clean_absolute(p: &str) -> bool {
     let path = Path::new(p);
     path.is_absolute()
         && p.len() <= 4096
@@ -74,12 +88,49 @@ fn check(req: &ServiceStart) -> Result<(), String> {
     if req.port == 0 {
         return Err("the port must be 1 to 65535".into());
     }
+    if !valid_user(&req.user) {
+        return Err("the service's user is not a system user name".into());
+    }
     for f in &req.files {
         if !clean_absolute(&f.path) {
             return Err("a configuration file needs a clean absolute path".into());
         }
         if f.mode > 0o777 {
             return Err("a file mode is at most 0777".into());
+        }
+        if f.owner.as_deref().is_some_and(|o| !valid_user(o)) {
+            return Err("a file's owner is not a system user name".into());
+        }
+    }
+    for u in &req.users {
+        if !valid_user(&u.name) || !clean_absolute(&u.home) {
+            return Err("a user needs a system user name and a clean absolute home".into());
+        }
+    }
+    for c in &req.certs {
+        crate::certs::check(c)?;
+        if !valid_user(&c.owner) {
+            return Err("a certificate's owner is not a system user name".into());
+        }
+    }
+    for p in &req.prepare {
+        match p.argv.first() {
+            Some(a) if clean_absolute(a) => {}
+            _ => return Err("a prepare command must start with an absolute path".into()),
+        }
+        if p.argv.iter().any(|a| a.contains('\0')) {
+            return Err("a prepare argument holds a NUL byte".into());
+        }
+        if !valid_user(&p.user) {
+            return Err("a prepare step's user is not a system user name".into());
+        }
+        if p.creates.as_deref().is_some_and(|c| !clean_absolute(c)) {
+            return Err("a prepare step's `creates` needs a clean absolute path".into());
+        }
+        if p.stdin.len() > PREPARE_STDIN_MAX {
+            return Err(format!(
+                "a prepare step's input is over {PREPARE_STDIN_MAX} bytes"
+            ));
         }
     }
     for d in &req.dirs {
@@ -109,10 +160,140 @@ fn make_dir(d: &tails_proto::msg::ServiceDir) -> Result<(), String> {
     std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode)).map_err(err)
 }
 
-/// Write `f` whole or not at all (a temporary file renamed over it).
-fn write_file(f: &ServiceFile) -> Result<(), String> {
+/// Make the system user `u` unless the App VM has one of that name.
+async fn make_user(u: &ServiceUser) -> Result<(), String> {
+    if pid1::user_ids(&u.name).is_some() {
+        return Ok(());
+    }
+    let out = tokio::process::Command::new("/usr/sbin/useradd")
+        .args(["--system", "--user-group", "--no-create-home", "--shell"])
+        .arg("/usr/sbin/nologin")
+        .arg("--home-dir")
+        .arg(&u.home)
+        .arg("--")
+        .arg(&u.name)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run useradd for {}: {e}", u.name))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cannot make the user {}: {}",
+            u.name,
+            last_line(&out.stderr, &[])
+        ));
+    }
+    log(format!("made the system user {}", u.name));
+    Ok(())
+}
+
+/// The last non-empty line of `output`, with every word of `secrets` (a step's
+/// input) blanked and control characters escaped, at most 200 characters.
+fn last_line(output: &[u8], secrets: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(output).into_owned();
+    let secret_text = String::from_utf8_lossy(secrets);
+    for word in secret_text.split(|c: char| c.is_whitespace() || c == ':') {
+        if word.len() >= 6 {
+            text = text.replace(word, "<secret>");
+        }
+    }
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(no output)");
+    line.chars()
+        .flat_map(char::escape_default)
+        .take(200)
+        .collect()
+}
+
+/// Run the prepare step `p` of `service` (skipped when what it creates exists);
+/// its output is only reported when it fails, secrets blanked.
+async fn prepare(service: &str, p: &ServicePrepare) -> Result<(), String> {
+    if let Some(c) = &p.creates {
+        if std::fs::symlink_metadata(c).is_ok() {
+            return Ok(());
+        }
+    }
+    let (uid, gid) = pid1::user_ids(&p.user)
+        .ok_or_else(|| format!("there is no user {} in the App VM", p.user))?;
+    let mut cmd = tokio::process::Command::new(&p.argv[0]);
+    cmd.args(&p.argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C.UTF-8")
+        .current_dir("/")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if uid != 0 {
+        cmd.uid(uid).gid(gid);
+    }
+    let program = &p.argv[0];
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{service}: cannot run {program}: {e}"))?;
+    let input = p.stdin.clone();
+    let mut stdin = child.stdin.take();
+    let feed = async move {
+        use tokio::io::AsyncWriteExt;
+        if let Some(s) = stdin.as_mut() {
+            // A step that does not read its input is fine.
+            let _ = s.write_all(&input).await;
+        }
+        drop(stdin);
+    };
+    let read = |out: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        if let Some(o) = out {
+            let _ = o
+                .take(PREPARE_OUTPUT_MAX as u64)
+                .read_to_end(&mut buf)
+                .await;
+        }
+        buf
+    };
+    let stdout = read(child.stdout.take().map(|o| Box::new(o) as _));
+    let stderr = read(child.stderr.take().map(|o| Box::new(o) as _));
+    let run = async {
+        let ((), out, err, status) = tokio::join!(feed, stdout, stderr, child.wait());
+        (out, err, status)
+    };
+    let Ok((out, err, status)) = tokio::time::timeout(PREPARE, run).await else {
+        return Err(format!(
+            "{service}: {program} did not finish within {} s",
+            PREPARE.as_secs()
+        ));
+    };
+    let status = status.map_err(|e| format!("{service}: {program}: {e}"))?;
+    if !status.success() {
+        let both = [out, err].concat();
+        return Err(format!(
+            "{service}: {program} failed ({status}): {}",
+            last_line(&both, &p.stdin)
+        ));
+    }
+    log(format!("service {service}: prepared with {program}"));
+    Ok(())
+}
+
+/// Write `f` whole or not at all (a temporary file renamed over it), owned by
+/// its owner.
+pub(crate) fn write_file(f: &ServiceFile) -> Result<(), String> {
     let path = Path::new(&f.path);
     let err = |e: std::io::Error| format!("{}: {e}", f.path);
+    let owner = match &f.owner {
+        None => None,
+        Some(o) => Some(
+            pid1::user_ids(o)
+                .ok_or_else(|| format!("{}: there is no user {o} in the App VM", f.path))?,
+        ),
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -124,6 +305,9 @@ fn write_file(f: &ServiceFile) -> Result<(), String> {
         .mode(f.mode)
         .open(&tmp)
         .map_err(err)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(err)?;
+    }
     out.write_all(&f.contents).map_err(err)?;
     out.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
@@ -154,14 +338,23 @@ impl Services {
         if running.values().any(|r| r.port == req.port) {
             return Err(format!("port {} is taken by another service", req.port));
         }
-        let (uid, gid) = pid1::user_ids(&req.user)
-            .ok_or_else(|| format!("there is no user {} in the App VM", req.user))?;
+        for u in &req.users {
+            make_user(u).await?;
+        }
         for d in &req.dirs {
             make_dir(d)?;
         }
         for f in &req.files {
             write_file(f)?;
         }
+        for c in &req.certs {
+            crate::certs::make(&req.name, c).await?;
+        }
+        for p in &req.prepare {
+            prepare(&req.name, p).await?;
+        }
+        let (uid, gid) = pid1::user_ids(&req.user)
+            .ok_or_else(|| format!("there is no user {} in the App VM", req.user))?;
         let mut ports = Self::ports(&running);
         ports.push(req.port);
         (self.firewall.apply)(ports)?;
@@ -312,9 +505,22 @@ mod tests {
                 path: "/etc/tails-server/nginx.conf".into(),
                 mode: 0o644,
                 contents: b"x".to_vec(),
+                owner: None,
             }],
             port: 80,
             dirs: vec![],
+            users: vec![],
+            prepare: vec![],
+            certs: vec![],
+        }
+    }
+
+    fn step(argv: &[&str], stdin: &str, creates: Option<&str>) -> ServicePrepare {
+        ServicePrepare {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            user: "root".into(),
+            stdin: stdin.as_bytes().to_vec(),
+            creates: creates.map(str::to_owned),
         }
     }
 
@@ -346,6 +552,36 @@ mod tests {
             Box::new(|r| r.dirs.push(dir("/", 0o700))),
             Box::new(|r| r.dirs.push(dir("/var/../etc", 0o700))),
             Box::new(|r| r.dirs.push(dir("/var/lib/x", 0o4700))),
+            Box::new(|r| r.user = "Root".into()),
+            Box::new(|r| r.files[0].owner = Some("a b".into())),
+            Box::new(|r| {
+                r.users.push(ServiceUser {
+                    name: "x;y".into(),
+                    home: "/var/lib/x".into(),
+                })
+            }),
+            Box::new(|r| {
+                r.users.push(ServiceUser {
+                    name: "xy".into(),
+                    home: "var/lib/x".into(),
+                })
+            }),
+            Box::new(|r| r.prepare.push(step(&["keygen"], "", None))),
+            Box::new(|r| r.prepare.push(step(&[], "", None))),
+            Box::new(|r| r.prepare.push(step(&["/bin/true", "a\0b"], "", None))),
+            Box::new(|r| r.prepare.push(step(&["/bin/true"], "", Some("../x")))),
+            Box::new(|r| {
+                r.prepare.push(step(
+                    &["/bin/true"],
+                    &"x".repeat(PREPARE_STDIN_MAX + 1),
+                    None,
+                ))
+            }),
+            Box::new(|r| {
+                let mut s = step(&["/bin/true"], "", None);
+                s.user = "".into();
+                r.prepare.push(s)
+            }),
         ];
         let mut ok = req();
         ok.dirs.push(dir("/var/lib/tails-server-x", 0o700));
@@ -357,6 +593,39 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn prepare_steps_run_once_and_fail_without_their_secret() {
+        let dir = std::env::temp_dir().join(format!("ts-prep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("made").display().to_string();
+        let write = format!("cat > {out}");
+        let first = step(&["/bin/sh", "-c", &write], "first-secret-1\n", Some(&out));
+        prepare("x", &first).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "first-secret-1\n");
+        // Done once: skipped while what it made is there.
+        let again = step(&["/bin/sh", "-c", &write], "second-secret\n", Some(&out));
+        prepare("x", &again).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "first-secret-1\n");
+        // A failure says which program and how, with the input blanked out.
+        let bad = step(
+            &["/bin/sh", "-c", "echo; echo \"no: $(cat)\" >&2; exit 3"],
+            "user:hunter22-secret\n",
+            None,
+        );
+        let e = prepare("x", &bad).await.unwrap_err();
+        assert!(
+            e.starts_with("x: /bin/sh failed (exit status: 3): no: "),
+            "{e}"
+        );
+        assert!(e.contains("<secret>") && !e.contains("hunter22"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        // A step that does not read its input, or takes none, is fine.
+        prepare("x", &step(&["/bin/true"], "ignored-input", None))
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn files_are_written_whole_with_their_mode() {
         use std::os::unix::fs::PermissionsExt;
@@ -365,10 +634,14 @@ mod tests {
             path: dir.join("sub/conf").display().to_string(),
             mode: 0o640,
             contents: b"listen 80;\n".to_vec(),
+            owner: Some("nobody".into()),
         };
         write_file(&f).unwrap();
         let meta = std::fs::metadata(&f.path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        let nobody = pid1::user_ids("nobody").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.uid(), meta.gid()), nobody);
         assert_eq!(std::fs::read(&f.path).unwrap(), b"listen 80;\n");
         let _ = std::fs::remove_dir_all(dir);
     }

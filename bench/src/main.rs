@@ -7,9 +7,12 @@
 //! `onion`: see [`onion`].
 //!
 //! `recovery`: see [`recovery`].
+//!
+//! `services`: see [`services`].
 
 mod onion;
 mod recovery;
+mod services;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -43,6 +46,12 @@ enum Bench {
     /// Each kill (Tor VM, App VM, the App VM's vsock backend, daemon) to the first
     /// answer again vs a cold `up` + `enable`, on the testnet.
     Recovery {
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+        runs: u32,
+    },
+    /// Each service's `enable` to its client's first success through Tor vs
+    /// nginx's, on the testnet.
+    Services {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
     },
@@ -178,5 +187,6 @@ fn main() -> Result<()> {
         Bench::Boot { runs } => boot(&cli.bin, runs),
         Bench::Onion { runs } => onion::run(&cli.bin, runs),
         Bench::Recovery { runs } => recovery::run(&cli.bin, runs),
+        Bench::Services { runs } => services::run(&cli.bin, runs),
     }
 }

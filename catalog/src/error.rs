@@ -175,6 +175,18 @@ pub enum Problem {
     #[error("{0:?} is not a system user name: [a-z_][a-z0-9_-]*, at most 32 characters")]
     UserName(String),
 
+    /// Certificates are made with the App VM's openssl.
+    #[error("certificates are made with openssl: add openssl to packages")]
+    CertificatesNeedOpenssl,
+
+    /// A certificate without a name.
+    #[error("a certificate needs at least one name (e.g. \"{{address}}\")")]
+    NoNames,
+
+    /// `start.users` names a user twice.
+    #[error("the user {0:?} is listed twice")]
+    DuplicateUser(String),
+
     /// Not a file mode.
     #[error("{0:?} is not a file mode: three or four octal digits such as \"0640\", at most 0777")]
     Mode(String),

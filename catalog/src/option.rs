@@ -58,6 +58,8 @@ pub enum Chars {
     Text,
     /// ASCII letters, digits, `-`, `_` and `.`.
     Word,
+    /// Words (as [`Chars::Word`]) separated by single spaces: a list of names.
+    Words,
 }
 
 impl Chars {
@@ -66,7 +68,18 @@ impl Chars {
         match self {
             Chars::Text => !c.is_control() && c != '\u{2028}' && c != '\u{2029}',
             Chars::Word => c.is_ascii_alphanumeric() || "-_.".contains(c),
+            Chars::Words => c.is_ascii_alphanumeric() || "-_. ".contains(c),
         }
+    }
+}
+
+impl Chars {
+    /// Whether the whole of `text` is made of these characters (and, for
+    /// [`Chars::Words`], has no leading, trailing or double space).
+    pub fn fits(self, text: &str) -> bool {
+        text.chars().all(|c| self.allows(c))
+            && (self != Chars::Words
+                || (!text.starts_with(' ') && !text.ends_with(' ') && !text.contains("  ")))
     }
 }
 
@@ -75,6 +88,7 @@ impl fmt::Display for Chars {
         f.write_str(match self {
             Chars::Text => "one-line text",
             Chars::Word => "ASCII letters, digits, -, _ and .",
+            Chars::Words => "words of ASCII letters, digits, -, _ and . separated by single spaces",
         })
     }
 }
@@ -363,7 +377,7 @@ pub(crate) fn parse_kind(
             .map(OptionValue::Port)
             .ok_or(OptionError::Port { option }),
         OptionKind::String { max_len, chars } => {
-            if text.chars().count() <= *max_len && text.chars().all(|c| chars.allows(c)) {
+            if text.chars().count() <= *max_len && chars.fits(text) {
                 Ok(OptionValue::String(text.to_string()))
             } else {
                 Err(OptionError::String {

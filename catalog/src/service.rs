@@ -19,11 +19,26 @@
 //!     - path: /var/lib/tails-server-filedrop
 //!       owner: www-data              # a user of the App VM (its group too)
 //!       mode: "0700"                 # optional, default 0700
+//!   users:                         # optional: system users made at first start
+//!     - name: infinoted              # (when the App VM has none of that name)
+//!       home: /var/lib/x             # optional, default /nonexistent (not made)
 //!   config:                        # files written before it starts
 //!     - path: /etc/tails-server/nginx.conf
 //!       mode: "0644"               # optional, default 0644, at most 0777
+//!       owner: www-data            # optional, default root (the group too)
 //!       template: |
 //!         … listen {target_port}; …
+//!   certificates:                  # optional: a self-signed TLS certificate made at
+//!     - key: /var/lib/x/tls/key.pem  # the first start (EC P-256; valid from the start
+//!       certificate: /var/lib/x/tls/cert.pem   # of the day before, for ten years)
+//!       owner: prosody
+//!       names: ["{address}", "rooms.{address}"]   # DNS names (the first: its CN)
+//!   prepare:                       # optional: run in order after the files, before
+//!     - command: [/usr/bin/ssh-keygen, …]   # the service; like `command` (no secrets)
+//!       user: root                 # optional, default root
+//!       stdin: "{user}:{password}\n"   # optional; may hold secrets (never in argv)
+//!       creates: /var/lib/x/key    # optional: skipped when this path exists, so a key
+//!                                  # or an account is made at the first start only
 //! default_target_port: 80          # the port it listens on in the App VM
 //! default_virtual_port: 80         # the onion service's port
 //! persistent_paths: [/var/www/tails-server]   # optional
@@ -31,7 +46,7 @@
 //!   - name: server-password
 //!     description: Password to join the server
 //!     kind: {secret: {length: 20}} # bool | port | {int: {min, max}}
-//!                                  # | {string: {max_len, chars: text|word}}
+//!                                  # | {string: {max_len, chars: text|word|words}}
 //!                                  # | {enum: {values: [...]}} | {secret: {length}}
 //!     default: …                   # required except for a secret (then generated)
 //! connection_info: "http://{address}/"
@@ -98,6 +113,41 @@ struct RawStart {
     config: Vec<RawConfig>,
     #[serde(default)]
     directories: Vec<RawDirectory>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    #[serde(default)]
+    prepare: Vec<RawPrepare>,
+    #[serde(default)]
+    certificates: Vec<RawCertificate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    key: Spanned<String>,
+    certificate: Spanned<String>,
+    owner: Spanned<String>,
+    names: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    #[serde(default)]
+    home: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrepare {
+    command: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    user: Option<Spanned<String>>,
+    #[serde(default)]
+    stdin: Option<Spanned<String>>,
+    #[serde(default)]
+    creates: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +166,8 @@ struct RawConfig {
     template: Spanned<String>,
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    owner: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +351,81 @@ pub struct Start {
     user: String,
     config: Vec<ConfigTemplate>,
     directories: Vec<Directory>,
+    users: Vec<SystemUser>,
+    prepare: Vec<Prepare>,
+    certificates: Vec<Certificate>,
+}
+
+/// A self-signed TLS certificate the App VM agent makes at the service's first start
+/// (when `certificate` does not exist yet), for clients that reach it through the onion
+/// service (which already authenticates the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    key: PathBuf,
+    certificate: PathBuf,
+    owner: String,
+    names: Vec<Template>,
+}
+
+/// A [`Certificate`] rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePlan {
+    /// Where its private key goes (0600, the owner's).
+    pub key: PathBuf,
+    /// Where the certificate goes (0644, the owner's).
+    pub certificate: PathBuf,
+    /// Who owns both.
+    pub owner: String,
+    /// The DNS names it is for (the first is also its common name).
+    pub names: Vec<String>,
+}
+
+/// A system user the App VM agent makes before the service starts, if the App VM has
+/// no user of that name (a service whose package brings none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemUser {
+    /// Its name (also its group's).
+    pub name: String,
+    /// Its home directory (`/nonexistent` when the file gives none); not made.
+    pub home: PathBuf,
+}
+
+/// A command the App VM agent runs before the service starts (a key or certificate
+/// made at first start, an account, a configuration check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepare {
+    command: Vec<Template>,
+    user: String,
+    stdin: Option<Template>,
+    creates: Option<PathBuf>,
+}
+
+/// A [`Prepare`] step rendered; [`fmt::Debug`] leaves its input out (it may hold a
+/// secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrepareStep {
+    /// The argv (never holds a secret).
+    pub command: Vec<String>,
+    /// The user it runs as.
+    pub user: String,
+    /// What it reads on its standard input (may hold a secret: never log it).
+    pub stdin: Option<String>,
+    /// When this path exists the step is skipped (done at an earlier start).
+    pub creates: Option<PathBuf>,
+}
+
+impl fmt::Debug for PrepareStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrepareStep")
+            .field("command", &self.command)
+            .field("user", &self.user)
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|s| format!("<{} bytes>", s.len())),
+            )
+            .field("creates", &self.creates)
+            .finish()
+    }
 }
 
 /// A directory the App VM agent makes (or fixes) before the service starts:
@@ -333,6 +460,21 @@ impl Start {
     pub fn directories(&self) -> &[Directory] {
         &self.directories
     }
+
+    /// The system users made before it starts.
+    pub fn users(&self) -> &[SystemUser] {
+        &self.users
+    }
+
+    /// The commands run before it starts.
+    pub fn prepare(&self) -> &[Prepare] {
+        &self.prepare
+    }
+
+    /// The certificates made at its first start.
+    pub fn certificates(&self) -> &[Certificate] {
+        &self.certificates
+    }
 }
 
 /// A config file to write before the service starts.
@@ -341,6 +483,7 @@ pub struct ConfigTemplate {
     path: PathBuf,
     template: Template,
     mode: u32,
+    owner: Option<String>,
 }
 
 impl ConfigTemplate {
@@ -358,6 +501,11 @@ impl ConfigTemplate {
     pub fn mode(&self) -> u32 {
         self.mode
     }
+
+    /// Its owner (and group), root when `None`.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
 }
 
 /// A start command and config files with the values filled in; see [`Service::render_start`].
@@ -371,6 +519,12 @@ pub struct StartPlan {
     pub files: Vec<ConfigFile>,
     /// The directories to make first (data owned by the service's user).
     pub directories: Vec<Directory>,
+    /// The system users to make first.
+    pub users: Vec<SystemUser>,
+    /// The commands to run after the files, before the service.
+    pub prepare: Vec<PrepareStep>,
+    /// The certificates to make (when missing) before the commands.
+    pub certificates: Vec<CertificatePlan>,
 }
 
 /// A config file with its contents; [`fmt::Debug`] leaves the contents out since they may
@@ -381,6 +535,8 @@ pub struct ConfigFile {
     pub path: PathBuf,
     /// Permission bits.
     pub mode: u32,
+    /// Its owner (and group), root when `None`.
+    pub owner: Option<String>,
     /// The contents (may hold a secret: never log them).
     pub contents: String,
 }
@@ -390,6 +546,7 @@ impl fmt::Debug for ConfigFile {
         f.debug_struct("ConfigFile")
             .field("path", &self.path)
             .field("mode", &format_args!("{:04o}", self.mode))
+            .field("owner", &self.owner)
             .field("contents", &format_args!("<{} bytes>", self.contents.len()))
             .finish()
     }
@@ -557,7 +714,46 @@ impl Service {
                 Ok(ConfigFile {
                     path: c.path.clone(),
                     mode: c.mode,
+                    owner: c.owner.clone(),
                     contents: c.template.render(values, builtins)?,
+                })
+            })
+            .collect::<Result<_, RenderError>>()?;
+        let prepare = self
+            .start
+            .prepare
+            .iter()
+            .map(|p| {
+                Ok(PrepareStep {
+                    command: p
+                        .command
+                        .iter()
+                        .map(|arg| arg.render(values, builtins))
+                        .collect::<Result<_, _>>()?,
+                    user: p.user.clone(),
+                    stdin: p
+                        .stdin
+                        .as_ref()
+                        .map(|t| t.render(values, builtins))
+                        .transpose()?,
+                    creates: p.creates.clone(),
+                })
+            })
+            .collect::<Result<_, RenderError>>()?;
+        let certificates = self
+            .start
+            .certificates
+            .iter()
+            .map(|c| {
+                Ok(CertificatePlan {
+                    key: c.key.clone(),
+                    certificate: c.certificate.clone(),
+                    owner: c.owner.clone(),
+                    names: c
+                        .names
+                        .iter()
+                        .map(|n| n.render(values, builtins))
+                        .collect::<Result<_, _>>()?,
                 })
             })
             .collect::<Result<_, RenderError>>()?;
@@ -566,6 +762,9 @@ impl Service {
             user: self.start.user.clone(),
             files,
             directories: self.start.directories.clone(),
+            users: self.start.users.clone(),
+            prepare,
+            certificates,
         })
     }
 }
@@ -703,6 +902,11 @@ impl Checker<'_> {
             .map(OptionSpec::name)
             .collect();
         let start = self.start(&raw.start, &options, &secrets);
+        if !raw.start.certificates.is_empty() && !raw.packages.iter().any(|p| p.value == "openssl")
+        {
+            let at = &raw.start.certificates[0].key.referenced;
+            self.at(at, "start.certificates", Problem::CertificatesNeedOpenssl);
+        }
         let connection_info = self.template(
             &raw.connection_info,
             "connection_info",
@@ -831,17 +1035,21 @@ impl Checker<'_> {
         (kind, ok)
     }
 
-    fn start(&mut self, raw: &RawStart, options: &[OptionSpec], secrets: &[&str]) -> Start {
+    /// Checks a command line at `raw` (`field` names it): an absolute program, then
+    /// templates without secrets or control characters.
+    fn argv(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<String>>>,
+        field: &str,
+        options: &[OptionSpec],
+        secrets: &[&str],
+    ) -> Vec<Template> {
         let mut command = Vec::new();
-        if raw.command.value.is_empty() {
-            self.at(
-                &raw.command.referenced,
-                "start.command",
-                Problem::EmptyCommand,
-            );
+        if raw.value.is_empty() {
+            self.at(&raw.referenced, field, Problem::EmptyCommand);
         }
-        for (i, arg) in raw.command.value.iter().enumerate() {
-            let field = format!("start.command[{i}]");
+        for (i, arg) in raw.value.iter().enumerate() {
+            let field = format!("{field}[{i}]");
             if arg.value.chars().any(char::is_control) {
                 self.at(&arg.referenced, &field, Problem::CommandControl);
                 continue;
@@ -852,10 +1060,19 @@ impl Checker<'_> {
             }
             command.push(t);
         }
-        if !names::is_user_name(&raw.user.value) {
-            let problem = Problem::UserName(raw.user.value.clone());
-            self.at(&raw.user.referenced, "start.user", problem);
+        command
+    }
+
+    fn user_name(&mut self, raw: &Spanned<String>, field: &str) -> String {
+        if !names::is_user_name(&raw.value) {
+            self.at(&raw.referenced, field, Problem::UserName(raw.value.clone()));
         }
+        raw.value.clone()
+    }
+
+    fn start(&mut self, raw: &RawStart, options: &[OptionSpec], secrets: &[&str]) -> Start {
+        let command = self.argv(&raw.command, "start.command", options, secrets);
+        let user = self.user_name(&raw.user, "start.user");
         let mut seen = HashSet::new();
         let mut config = Vec::new();
         for (i, c) in raw.config.iter().enumerate() {
@@ -901,10 +1118,12 @@ impl Checker<'_> {
                     self.at(&c.path.referenced, &field("mode"), problem);
                 }
             }
+            let owner = c.owner.as_ref().map(|o| self.user_name(o, &field("owner")));
             config.push(ConfigTemplate {
                 path,
                 template,
                 mode,
+                owner,
             });
         }
         let mut directories = Vec::new();
@@ -932,11 +1151,96 @@ impl Checker<'_> {
                 mode,
             });
         }
+        let mut users = Vec::new();
+        let mut names_seen = HashSet::new();
+        for (i, u) in raw.users.iter().enumerate() {
+            let field = |f: &str| format!("start.users[{i}].{f}");
+            let name = self.user_name(&u.name, &field("name"));
+            if !names_seen.insert(name.clone()) {
+                self.at(
+                    &u.name.referenced,
+                    &field("name"),
+                    Problem::DuplicateUser(name.clone()),
+                );
+            }
+            let home = match &u.home {
+                None => PathBuf::from("/nonexistent"),
+                Some(h) => {
+                    if let Some(why) = names::absolute_path_problem(&h.value) {
+                        let problem = Problem::Path {
+                            path: h.value.clone(),
+                            why,
+                        };
+                        self.at(&h.referenced, &field("home"), problem);
+                    }
+                    PathBuf::from(&h.value)
+                }
+            };
+            users.push(SystemUser { name, home });
+        }
+        let mut prepare = Vec::new();
+        for (i, p) in raw.prepare.iter().enumerate() {
+            let field = |f: &str| format!("start.prepare[{i}].{f}");
+            let command = self.argv(&p.command, &field("command"), options, secrets);
+            let user = match &p.user {
+                None => "root".to_string(),
+                Some(u) => self.user_name(u, &field("user")),
+            };
+            let stdin = p
+                .stdin
+                .as_ref()
+                .map(|t| self.template(t, &field("stdin"), Use::Config, options, secrets));
+            let creates = p.creates.as_ref().map(|c| {
+                if let Some(why) = names::absolute_path_problem(&c.value) {
+                    let problem = Problem::Path {
+                        path: c.value.clone(),
+                        why,
+                    };
+                    self.at(&c.referenced, &field("creates"), problem);
+                }
+                PathBuf::from(&c.value)
+            });
+            prepare.push(Prepare {
+                command,
+                user,
+                stdin,
+                creates,
+            });
+        }
+        let mut certificates = Vec::new();
+        for (i, c) in raw.certificates.iter().enumerate() {
+            let field = |f: &str| format!("start.certificates[{i}].{f}");
+            let key = self.path(&c.key, &field("key"), &mut seen);
+            let certificate = self.path(&c.certificate, &field("certificate"), &mut seen);
+            let owner = self.user_name(&c.owner, &field("owner"));
+            if c.names.value.is_empty() {
+                self.at(&c.names.referenced, &field("names"), Problem::NoNames);
+            }
+            let names = c
+                .names
+                .value
+                .iter()
+                .enumerate()
+                .map(|(j, n)| {
+                    let f = format!("start.certificates[{i}].names[{j}]");
+                    self.template(n, &f, Use::Command, options, secrets)
+                })
+                .collect();
+            certificates.push(Certificate {
+                key,
+                certificate,
+                owner,
+                names,
+            });
+        }
         Start {
             command,
-            user: raw.user.value.clone(),
+            user,
             config,
             directories,
+            users,
+            prepare,
+            certificates,
         }
     }
 
@@ -1092,6 +1396,156 @@ connection_info: \"{address}:{virtual_port} password {server-password}\"
             let e = errors(&text);
             assert!(e.iter().any(|m| m.contains(field)), "{bad}: {e:?}");
         }
+    }
+
+    #[test]
+    fn users_owners_and_prepare_steps_render_in_order() {
+        let with = GOOD.replace(
+            "  config:\n",
+            "  users:\n    - name: chatd\n      home: /var/lib/chatd\n    - name: chatlog\n  \
+             prepare:\n    - command: [/usr/bin/chatd-keygen, --out, /var/lib/chatd/key, '{motd}']\n      \
+             creates: /var/lib/chatd/key\n    - command: [/usr/sbin/chpasswd]\n      \
+             stdin: \"chatd:{server-password}\\n\"\n    - command: [/usr/bin/chatd, --check]\n      \
+             user: chatd\n  config:\n",
+        )
+        .replace("      mode: \"0640\"\n", "      mode: \"0640\"\n      owner: chatd\n");
+        let svc = parse(&with).expect("parses");
+        let users = svc.start().users();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].name, "chatd");
+        assert_eq!(users[0].home, Path::new("/var/lib/chatd"));
+        assert_eq!(users[1].home, Path::new("/nonexistent"));
+        assert_eq!(svc.start().config()[0].owner(), Some("chatd"));
+        let values = svc.initial_values().unwrap();
+        let OptionValue::Secret(pw) = values["server-password"].clone() else {
+            panic!("not a secret")
+        };
+        let b = Builtins {
+            address: "x.onion",
+            target_port: 1,
+        };
+        let plan = svc.render_start(&values, &b).unwrap();
+        assert_eq!(plan.files[0].owner.as_deref(), Some("chatd"));
+        assert_eq!(plan.prepare.len(), 3);
+        assert_eq!(
+            plan.prepare[0].command,
+            [
+                "/usr/bin/chatd-keygen",
+                "--out",
+                "/var/lib/chatd/key",
+                "Welcome"
+            ]
+        );
+        assert_eq!(plan.prepare[0].user, "root");
+        assert_eq!(
+            plan.prepare[0].creates.as_deref(),
+            Some(Path::new("/var/lib/chatd/key"))
+        );
+        assert_eq!(
+            plan.prepare[1].stdin.as_deref(),
+            Some(format!("chatd:{}\n", pw.reveal()).as_str())
+        );
+        assert_eq!(plan.prepare[2].user, "chatd");
+        // The secret on a prepare step's input never reaches its Debug form.
+        assert!(!format!("{plan:?}").contains(pw.reveal()));
+
+        // A secret in a prepare command line is refused, as in the start command.
+        let bad = with.replace("'{motd}']", "'{server-password}']");
+        let e = errors(&bad);
+        assert!(
+            e.iter().any(|m| m.contains("start.prepare[0].command[3]")
+                && m.contains("server-password")),
+            "{e:?}"
+        );
+        for (from, to, field) in [
+            (
+                "/usr/bin/chatd-keygen",
+                "chatd-keygen",
+                "start.prepare[0].command[0]",
+            ),
+            (
+                "creates: /var/lib/chatd/key",
+                "creates: key",
+                "start.prepare[0].creates",
+            ),
+            (
+                "user: chatd\n  config",
+                "user: Chat D\n  config",
+                "start.prepare[2].user",
+            ),
+            ("- name: chatlog", "- name: chatd", "start.users[1].name"),
+            ("home: /var/lib/chatd", "home: ../x", "start.users[0].home"),
+            ("owner: chatd", "owner: \"x y\"", "start.config[0].owner"),
+        ] {
+            assert!(with.contains(from), "{from}");
+            let e = errors(&with.replacen(from, to, 1));
+            assert!(e.iter().any(|m| m.contains(field)), "{to}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn certificates_render_their_names() {
+        let with = GOOD.replace("chatd-data]", "chatd-data, openssl]").replace(
+            "  config:\n",
+            "  certificates:\n    - key: /var/lib/chatd/tls/key.pem\n      \
+             certificate: /var/lib/chatd/tls/cert.pem\n      owner: chatd\n      \
+             names: [\"{address}\", \"rooms.{address}\"]\n  config:\n",
+        );
+        let svc = parse(&with).expect("parses");
+        let values = svc.initial_values().unwrap();
+        let b = Builtins {
+            address: "x.onion",
+            target_port: 1,
+        };
+        let plan = svc.render_start(&values, &b).unwrap();
+        assert_eq!(plan.certificates.len(), 1);
+        let c = &plan.certificates[0];
+        assert_eq!(c.names, ["x.onion", "rooms.x.onion"]);
+        assert_eq!(c.key, Path::new("/var/lib/chatd/tls/key.pem"));
+        assert_eq!(c.owner, "chatd");
+        for (from, to, field) in [
+            (
+                "names: [\"{address}\", \"rooms.{address}\"]",
+                "names: []",
+                "start.certificates[0].names",
+            ),
+            (
+                "\"rooms.{address}\"",
+                "\"{server-password}\"",
+                "start.certificates[0].names[1]",
+            ),
+            (
+                "key: /var/lib/chatd/tls/key.pem",
+                "key: tls/key.pem",
+                "start.certificates[0].key",
+            ),
+            (
+                "certificate: /var/lib/chatd/tls/cert.pem",
+                "certificate: /var/lib/chatd/tls/key.pem",
+                "start.certificates[0].certificate",
+            ),
+        ] {
+            assert!(with.contains(from), "{from}");
+            let e = errors(&with.replacen(from, to, 1));
+            assert!(e.iter().any(|m| m.contains(field)), "{to}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn words_are_names_separated_by_single_spaces() {
+        assert!(Chars::Words.fits("alice bob carol"));
+        assert!(Chars::Words.fits("alice"));
+        for bad in [
+            " alice",
+            "alice ",
+            "alice  bob",
+            "alice;bob",
+            "a\tb",
+            "al$ce",
+        ] {
+            assert!(!Chars::Words.fits(bad), "{bad:?}");
+        }
+        assert!(!Chars::Word.fits("alice bob"));
     }
 
     fn errors(text: &str) -> Vec<String> {

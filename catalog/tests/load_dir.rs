@@ -92,7 +92,7 @@ fn repository_services_load() {
     assert!(errors.is_empty(), "{errors:#?}");
     let nginx = catalog.get("nginx").expect("nginx is in the catalog");
     assert!(nginx.packages().iter().any(|p| p == "nginx-light"));
-    assert_eq!(nginx.start().user(), "root");
+    assert_eq!(nginx.start().user(), "www-data");
     assert_eq!(
         nginx.start().command()[0].as_str(),
         "/usr/sbin/nginx",
@@ -145,6 +145,60 @@ fn repository_services_load() {
             .to_string(),
         "allow-lan takes true or false"
     );
+}
+
+/// Every service of the repository can be enabled beside every other (each its own port
+/// in the App VM), renders with its initial values, tells a person everything it needs
+/// and runs as its own user (sshd is the one exception, by OpenSSH's design).
+#[test]
+fn repository_services_fit_together() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services");
+    let (catalog, errors) = Catalog::load_dir(&dir);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(catalog.len() >= 8, "{} services", catalog.len());
+    let mut ports = std::collections::BTreeMap::new();
+    for svc in catalog.iter() {
+        let port = svc.default_target_port();
+        if let Some(other) = ports.insert(port, svc.name().to_owned()) {
+            panic!("{} and {other} both listen on {port}", svc.name());
+        }
+        let values = svc.initial_values().unwrap();
+        let b = Builtins {
+            address: "example.onion",
+            target_port: port,
+        };
+        let plan = svc.render_start(&values, &b).unwrap();
+        let root_ok = ["sftp"];
+        assert!(
+            plan.user != "root"
+                || root_ok.contains(&svc.name())
+                || svc.start().config().iter().any(|c| {
+                    // A daemon that is started as root and drops to its user itself says so
+                    // in its config (ngircd's ServerUID, prosody's, mumble's uname).
+                    let t = c.template().as_str();
+                    t.contains("ServerUID") || t.contains("prosody_user") || t.contains("uname=")
+                }),
+            "{} runs as root",
+            svc.name()
+        );
+        let info = svc.render_connection_info(&values, &b).unwrap();
+        assert!(info.contains("example.onion"), "{}: {info}", svc.name());
+        // Everyone gets the connection info: it holds the secrets they connect with,
+        // never the operator's (`admin-…`).
+        for o in svc.options() {
+            if o.kind().is_secret() && !o.is_standard() {
+                let shown = info.contains(values[o.name()].reveal().to_string().as_str());
+                let operator = o.name().starts_with("admin-");
+                assert_eq!(
+                    shown,
+                    !operator,
+                    "{}: the connection info and {}",
+                    svc.name(),
+                    o.name()
+                );
+            }
+        }
+    }
 }
 
 #[test]

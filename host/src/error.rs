@@ -55,6 +55,12 @@ pub enum DaemonError {
     EnabledKeyImport(String),
     #[error("{service} already has the address {address}: `tails-server {service} export-key FILE` keeps it, then `import-key --replace FILE` replaces it")]
     KeyExists { service: String, address: String },
+    #[error("{service} listens on port {port} in the App VM, which {other} (enabled) already uses: `tails-server {other} disable` first")]
+    PortTaken {
+        service: String,
+        port: u16,
+        other: String,
+    },
     #[error("{0}")]
     Agent(#[from] crate::agent::AgentError),
     #[error(transparent)]
@@ -106,7 +112,7 @@ impl DaemonError {
             Upstreams(_) | BridgesNeedUplink | EnabledKeyImport(_) | KeyExists { .. } => {
                 ErrorKind::Invalid
             }
-            OtherNetwork(_) => ErrorKind::Invalid,
+            OtherNetwork(_) | PortTaken { .. } => ErrorKind::Invalid,
             RestartPending { .. } | Busy | StoppedByDown => ErrorKind::Busy,
             UnknownService(_) => ErrorKind::NotFound,
             NotUp => ErrorKind::NotUp,

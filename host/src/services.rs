@@ -436,6 +436,7 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
                 path: f.path.display().to_string(),
                 mode: f.mode,
                 contents: f.contents.into_bytes(),
+                owner: f.owner,
             })
             .collect(),
         port: target_port,
@@ -448,21 +449,41 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
                 mode: d.mode,
             })
             .collect(),
+        users: rendered
+            .users
+            .into_iter()
+            .map(|u| tails_proto::msg::ServiceUser {
+                name: u.name,
+                home: u.home.display().to_string(),
+            })
+            .collect(),
+        prepare: rendered
+            .prepare
+            .into_iter()
+            .map(|p| tails_proto::msg::ServicePrepare {
+                argv: p.command,
+                user: p.user,
+                stdin: p.stdin.map(String::into_bytes).unwrap_or_default(),
+                creates: p.creates.map(|c| c.display().to_string()),
+            })
+            .collect(),
+        certs: rendered
+            .certificates
+            .into_iter()
+            .map(|c| tails_proto::msg::ServiceCert {
+                key: c.key.display().to_string(),
+                cert: c.certificate.display().to_string(),
+                owner: c.owner,
+                names: c.names,
+            })
+            .collect(),
     };
-    let mut parts: Vec<Vec<u8>> = vec![start.user.clone().into_bytes()];
-    for d in &start.dirs {
-        parts.push(d.path.clone().into_bytes());
-        parts.push(d.owner.clone().into_bytes());
-        parts.push(d.mode.to_be_bytes().to_vec());
-    }
-    parts.extend(start.argv.iter().map(|a| a.clone().into_bytes()));
-    for f in &start.files {
-        parts.push(f.path.clone().into_bytes());
-        parts.push(f.mode.to_be_bytes().to_vec());
-        parts.push(f.contents.clone());
-    }
-    parts.push(target_port.to_be_bytes().to_vec());
-    let start_id = digest(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    // Everything the agent is sent, in one canonical form (the struct's field order).
+    // Invariant: a struct of strings, integers and byte vectors (no maps, no floats)
+    // always serializes.
+    #[allow(clippy::expect_used)]
+    let wire = serde_json::to_vec(&start).expect("a ServiceStart serializes");
+    let start_id = digest(&[&wire]);
     let mut client_auth: Vec<String> = if st.client_auth_on() {
         st.clients.values().map(Client::public_base32).collect()
     } else {

@@ -64,6 +64,21 @@ pub enum ImageError {
         message: String,
     },
 
+    /// apt (in mmdebstrap) knows no package of this name: a service file names it.
+    #[error(
+        "Debian {suite} has no package {package:?}{}: fix or remove that service file, then \
+         run ./setup.sh again (the images and the stack are unchanged)",
+        fmt_files(.files)
+    )]
+    UnknownPackage {
+        /// The package name.
+        package: String,
+        /// The suite searched.
+        suite: String,
+        /// The service files naming it.
+        files: Vec<PathBuf>,
+    },
+
     /// A kernel module could not be resolved.
     #[error("kernel modules: {0}")]
     Module(String),
@@ -124,4 +139,12 @@ impl<T> IoContext<T> for Result<T, std::io::Error> {
             source,
         })
     }
+}
+
+fn fmt_files(files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    format!(" (named by {})", names.join(", "))
 }

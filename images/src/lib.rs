@@ -487,7 +487,19 @@ fn build_into(
         SOURCE_DATE_EPOCH,
         &root,
         progress,
-    )?;
+    )
+    .map_err(|e| match e {
+        ImageError::UnknownPackage {
+            package,
+            suite,
+            files: _,
+        } => ImageError::UnknownPackage {
+            files: services::files_naming(&inputs.services_dir, &package),
+            package,
+            suite,
+        },
+        e => e,
+    })?;
     rootfs::scrub(&root)?;
     timer.next(&mut stage_seconds, "squashfs");
     let size = rootfs::mksquashfs(

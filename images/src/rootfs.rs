@@ -133,26 +133,73 @@ pub fn mmdebstrap(
 ) -> Result<(), ImageError> {
     let remove = || remove_tree(dir);
     remove()?;
-    run_retry(
-        || {
-            let mut cmd = tools.command("mmdebstrap");
-            cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
-                .arg("--variant=minbase")
-                .arg("--mode=root")
-                .arg(format!("--include={}", packages.join(",")))
-                .arg("--aptopt=Acquire::Retries \"3\"")
-                .arg(suite)
-                .arg(dir)
-                .args(sources);
-            cmd
-        },
-        MMDEBSTRAP_ATTEMPTS,
-        progress,
-        "mmdebstrap must run as root with the Debian mirror reachable; check the package \
-         names in services/*.yaml exist in Debian",
-        remove,
-    )?;
-    Ok(())
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = run_retry(
+            || {
+                let mut cmd = tools.command("mmdebstrap");
+                cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
+                    .arg("--variant=minbase")
+                    .arg("--mode=root")
+                    .arg(format!("--include={}", packages.join(",")))
+                    .arg("--aptopt=Acquire::Retries \"3\"")
+                    .arg(suite)
+                    .arg(dir)
+                    .args(sources);
+                cmd
+            },
+            1,
+            progress,
+            "mmdebstrap must run as root with the Debian mirror reachable; check the package \
+             names in services/*.yaml exist in Debian",
+            remove,
+        );
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                // A package apt does not know fails every attempt the same way.
+                if let Some(package) = unknown_package(&e) {
+                    remove()?;
+                    return Err(ImageError::UnknownPackage {
+                        package,
+                        suite: suite.to_string(),
+                        files: Vec::new(),
+                    });
+                }
+                if attempt >= MMDEBSTRAP_ATTEMPTS {
+                    return Err(e);
+                }
+                progress.message(&format!(
+                    "retrying (attempt {} of {MMDEBSTRAP_ATTEMPTS})",
+                    attempt + 1
+                ));
+                remove()?;
+            }
+        }
+    }
+}
+
+/// The package apt could not find, if that is why `e` (a failed mmdebstrap) failed.
+fn unknown_package(e: &ImageError) -> Option<String> {
+    let ImageError::Command { stderr_tail, .. } = e else {
+        return None;
+    };
+    stderr_tail.iter().find_map(|line| {
+        let name = if let Some(i) = line.find("Unable to locate package ") {
+            line[i + "Unable to locate package ".len()..]
+                .split_whitespace()
+                .next()
+        } else if let (Some(i), true) = (
+            line.find("Package '"),
+            line.contains("has no installation candidate"),
+        ) {
+            line[i + "Package '".len()..].split('\'').next()
+        } else {
+            None
+        }?;
+        crate::services::is_package_name(name).then(|| name.to_string())
+    })
 }
 
 /// The App VM's apt sources: fixed, whatever mirror the host built it from
@@ -195,6 +242,9 @@ pub fn scrub(root: &Path) -> Result<(), ImageError> {
     for (dir, suffix) in [("var/cache/debconf", "-old"), ("var/lib/dpkg", "-old")] {
         remove_matching(&root.join(dir), |n| n.ends_with(suffix))?;
     }
+    // Host keys a package (openssh-server) made while the image was built: the same in
+    // every copy of the image, and unused (a service makes its own at its first start).
+    remove_matching(&root.join("etc/ssh"), |n| n.starts_with("ssh_host_"))?;
     let aux = root.join("var/cache/ldconfig/aux-cache");
     if aux.symlink_metadata().is_ok() {
         std::fs::remove_file(&aux).at(&aux)?;
@@ -365,6 +415,28 @@ fn remove_files_keep_dirs(dir: &Path) -> Result<(), ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed(tail: &[&str]) -> ImageError {
+        ImageError::Command {
+            command: "mmdebstrap".into(),
+            status: "exit status: 1".into(),
+            stderr_tail: tail.iter().map(|s| s.to_string()).collect(),
+            hint: String::new(),
+        }
+    }
+
+    #[test]
+    fn apt_naming_an_unknown_package_is_recognised() {
+        let e = failed(&[
+            "I: ...",
+            "E: Unable to locate package tails-no-such-pkg",
+            "E: apt-get failed",
+        ]);
+        assert_eq!(unknown_package(&e).as_deref(), Some("tails-no-such-pkg"));
+        let e = failed(&["E: Package 'oldpkg' has no installation candidate"]);
+        assert_eq!(unknown_package(&e).as_deref(), Some("oldpkg"));
+        assert_eq!(unknown_package(&failed(&["E: network unreachable"])), None);
+    }
 
     #[test]
     fn parses_sources() {

@@ -57,6 +57,15 @@ pub(crate) fn is_package_name(name: &str) -> bool {
     tails_catalog::is_package_name(name)
 }
 
+/// The service files in `dir` that name `package` (unreadable ones left out).
+pub(crate) fn files_naming(dir: &Path, package: &str) -> Vec<PathBuf> {
+    service_files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| read_packages(f).is_ok_and(|p| p.iter().any(|n| n == package)))
+        .collect()
+}
+
 /// Every package of every service in `dir`, sorted and deduplicated.
 pub(crate) fn all_packages(dir: &Path) -> Result<Vec<String>, ImageError> {
     let mut all = Vec::new();

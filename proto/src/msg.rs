@@ -165,6 +165,9 @@ pub struct ServiceFile {
     pub mode: u32,
     #[serde(with = "b64")]
     pub contents: Vec<u8>,
+    /// Its owner (and group): a user of the App VM; root when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for ServiceFile {
@@ -173,8 +176,62 @@ impl std::fmt::Debug for ServiceFile {
             .field("path", &self.path)
             .field("mode", &format_args!("{:04o}", self.mode))
             .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .field("owner", &self.owner)
             .finish()
     }
+}
+
+/// A system user the App VM agent makes before a service starts, when the
+/// App VM has no user of that name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUser {
+    pub name: String,
+    /// Its home directory (not made).
+    pub home: String,
+}
+
+/// A command the App VM agent runs, after the files and before the service.
+/// `Debug` leaves its input out: it may hold a secret (a password).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePrepare {
+    /// The command (absolute path first).
+    pub argv: Vec<String>,
+    /// The user it runs as.
+    pub user: String,
+    /// Its standard input (empty: none).
+    #[serde(default, with = "b64")]
+    pub stdin: Vec<u8>,
+    /// Skipped when this absolute path exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creates: Option<String>,
+}
+
+impl std::fmt::Debug for ServicePrepare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServicePrepare")
+            .field("argv", &self.argv)
+            .field("user", &self.user)
+            .field("stdin", &format_args!("<{} bytes>", self.stdin.len()))
+            .field("creates", &self.creates)
+            .finish()
+    }
+}
+
+/// A self-signed TLS certificate the App VM agent makes when `cert` does not
+/// exist yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCert {
+    /// Where its private key goes (0600).
+    pub key: String,
+    /// Where the certificate goes (0644).
+    pub cert: String,
+    /// Who owns both.
+    pub owner: String,
+    /// DNS names; the first is also its common name.
+    pub names: Vec<String>,
 }
 
 /// App VM: start one service.
@@ -196,6 +253,15 @@ pub struct ServiceStart {
     /// user of the App VM.
     #[serde(default)]
     pub dirs: Vec<ServiceDir>,
+    /// System users made first (before the directories).
+    #[serde(default)]
+    pub users: Vec<ServiceUser>,
+    /// Commands run after the files, before the service.
+    #[serde(default)]
+    pub prepare: Vec<ServicePrepare>,
+    /// Certificates made (when missing) after the files, before the commands.
+    #[serde(default)]
+    pub certs: Vec<ServiceCert>,
 }
 
 /// A directory the App VM agent makes before a service starts.
@@ -309,6 +375,7 @@ mod tests {
             path: "/etc/x.conf".into(),
             mode: 0o640,
             contents: b"password hunter22".to_vec(),
+            owner: None,
         };
         let shown = format!("{:?} {:?}", HostMsg::PublishOnion(p), f);
         assert!(!shown.contains("SECRETKEYBLOB"), "{shown}");

@@ -152,6 +152,17 @@ impl FreshClient {
     }
 }
 
+impl FreshClient {
+    /// Whether this client's tor reached 100 % bootstrap within `secs` (read
+    /// from its log).
+    pub fn wait_bootstrapped(&self, secs: u64) -> bool {
+        let log = self.dir.join("tor.log");
+        crate::wait_until(secs, || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Bootstrapped 100%"))
+        })
+    }
+}
+
 impl Drop for FreshClient {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -393,6 +393,18 @@ impl Handlers {
     async fn enable(&self, svc: &Service) -> Result<Reply> {
         let name = svc.name();
         self.running_stack()?;
+        let port = svc.default_target_port();
+        let taken = self.sup.desired().services.keys().find_map(|other| {
+            let o = self.sup.catalog().get(other)?;
+            (other != name && o.default_target_port() == port).then(|| other.clone())
+        });
+        if let Some(other) = taken {
+            return Err(DaemonError::PortTaken {
+                service: name.to_owned(),
+                port,
+                other,
+            });
+        }
         let ((), st) = self
             .change(svc, |st| {
                 st.ensure_key()?;

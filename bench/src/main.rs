@@ -57,6 +57,30 @@ enum Bench {
     },
 }
 
+/// Whatever runs taken down, then the testnet and a stack on it keeping its
+/// state in `state` (fresh), with `page` where the App VM's nginx serves it.
+fn stack_on_testnet(bin: &Path, state: &str, page: &str) -> Result<()> {
+    stack_down(bin, state);
+    run_ok(Command::new(bin).args(["testnet", "up"]))?;
+    let ts = |args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.args(args).env("TAILS_SERVER_STATE_DIR", state);
+        c
+    };
+    run_ok(&mut ts(&["up", "--network", "local"]))?;
+    let script = tails_tests::page_script(page);
+    run_ok(&mut ts(&["exec", "appvm", "--", "sh", "-c", &script]))?;
+    Ok(())
+}
+
+/// The stack and the testnet down, `state` removed (errors ignored: nothing
+/// may run).
+fn stack_down(bin: &Path, state: &str) {
+    let _ = run_ok(Command::new(bin).arg("down"));
+    let _ = run_ok(Command::new(bin).args(["testnet", "down"]));
+    let _ = std::fs::remove_dir_all(state);
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]

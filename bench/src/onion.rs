@@ -176,22 +176,7 @@ fn plain_run(bin: &Path, port: u16) -> Result<f64> {
 }
 
 pub fn run(bin: &Path, runs: u32) -> Result<()> {
-    let _ = run_ok(Command::new(bin).arg("down"));
-    let _ = run_ok(Command::new(bin).args(["testnet", "down"]));
-    let _ = std::fs::remove_dir_all(STATE);
-    run_ok(Command::new(bin).args(["testnet", "up"]))?;
-    run_ok(&mut ts(bin, &["up", "--network", "local"]))?;
-    run_ok(&mut ts(
-        bin,
-        &[
-            "exec",
-            "appvm",
-            "--",
-            "sh",
-            "-c",
-            &format!("mkdir -p /var/www/tails-server && echo '{PAGE}' > /var/www/tails-server/index.html"),
-        ],
-    ))?;
+    crate::stack_on_testnet(bin, STATE, PAGE)?;
     let port = serve_page()?;
     let tor = start_host_tor()?;
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -203,9 +188,7 @@ pub fn run(bin: &Path, runs: u32) -> Result<()> {
         b.push(y);
     }
     drop(tor);
-    let _ = run_ok(&mut ts(bin, &["down"]));
-    let _ = run_ok(Command::new(bin).args(["testnet", "down"]));
-    let _ = std::fs::remove_dir_all(STATE);
+    crate::stack_down(bin, STATE);
     let (x, y) = (median(a), median(b));
     println!("runs: {runs} (medians), testnet, client authorization on in both");
     println!("tails-server: `nginx enable` to the first page by an authorized client: {x:.2} s");

@@ -13,32 +13,19 @@
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tails_tests::clients::{self, SERVICES};
 use tails_tests::torclient::FreshClient;
 
 use crate::{median, run_ok};
 
 const STATE: &str = "/run/ts-bench-services-state";
-const PYTHON: &str = "/usr/bin/python3";
-const VENV_PYTHON: &str = "/var/lib/tails-server-tests/venv/bin/python";
 const PAGE: &str = "tails-server services benchmark page";
 /// How long one service may take to its client's first success.
 const DEADLINE: Duration = Duration::from_secs(300);
-
-/// The services measured; nginx first: it is the baseline.
-const SERVICES: [&str; 8] = [
-    "nginx",
-    "filedrop",
-    "ngircd",
-    "prosody",
-    "mumble-server",
-    "infinoted",
-    "sftp",
-    "icecast",
-];
 
 fn ts(bin: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(bin);
@@ -52,10 +39,6 @@ fn option(bin: &Path, service: &str, name: &str) -> Result<String> {
         .to_owned())
 }
 
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients")
-}
-
 /// One attempt of `service`'s client action through `socks`; whether it
 /// succeeded.
 fn attempt(bin: &Path, service: &str, socks: &str, address: &str, port: u16) -> Result<bool> {
@@ -67,66 +50,34 @@ fn attempt(bin: &Path, service: &str, socks: &str, address: &str, port: u16) -> 
             .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
-    let script = |python: &str, name: &str, more: &[&str]| -> Result<bool> {
-        let status = Command::new(python)
-            .arg(clients_dir().join(name))
-            .args(["--socks", socks, "--host", address, "--port"])
-            .arg(port.to_string())
-            .args(["--timeout", "60"])
-            .args(more)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()?;
-        Ok(status.success())
-    };
     Ok(match service {
         "nginx" => curl(&[&format!("http://{address}:{port}/")])? == "200",
         "filedrop" => {
             let file = std::env::temp_dir().join("ts-bench-drop");
             std::fs::write(&file, PAGE)?;
-            let name = format!("bench-{}", Instant::now().elapsed().as_nanos());
-            let url = format!("http://{address}:{port}/drop/{name}-{}", std::process::id());
+            let url = format!(
+                "http://{address}:{port}/drop/bench-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos()
+            );
             curl(&["-T", &file.display().to_string(), &url])? == "201"
         }
-        "ngircd" => {
-            let channel = format!("#{}", option(bin, service, "channel")?);
-            let pw = option(bin, service, "server-password")?;
-            script(
-                PYTHON,
-                "irc_chat.py",
-                &["--password", &pw, "--channel", &channel],
-            )?
+        other => {
+            let c = clients::client_script(other, |o| option(bin, other, o).unwrap_or_default())
+                .with_context(|| format!("no client action for {other}"))?;
+            Command::new(c.python)
+                .arg(clients::script(c.script))
+                .args(["--socks", socks, "--host", address, "--port"])
+                .arg(port.to_string())
+                .args(["--timeout", "60"])
+                .args(&c.right)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()?
+                .success()
         }
-        "prosody" => {
-            let pw = option(bin, service, "initial-password")?;
-            let room = option(bin, service, "room")?;
-            script(
-                PYTHON,
-                "xmpp_chat.py",
-                &["--users", "alice,bob", "--password", &pw, "--room", &room],
-            )?
-        }
-        "mumble-server" => {
-            let pw = option(bin, service, "server-password")?;
-            script(VENV_PYTHON, "mumble_check.py", &["--password", &pw])?
-        }
-        "infinoted" => {
-            let pw = option(bin, service, "password")?;
-            script(PYTHON, "gobby_edit.py", &["--password", &pw])?
-        }
-        "sftp" => {
-            let pw = option(bin, service, "password")?;
-            script(
-                PYTHON,
-                "sftp_exchange.py",
-                &["--user", "share", "--password", &pw],
-            )?
-        }
-        "icecast" => {
-            let pw = option(bin, service, "source-password")?;
-            script(PYTHON, "icecast_stream.py", &["--source-password", &pw])?
-        }
-        other => bail!("no client action for {other}"),
     })
 }
 
@@ -188,22 +139,7 @@ fn measure(bin: &Path, service: &str, join: &[String], socks: SocketAddr) -> Res
 }
 
 pub fn run(bin: &Path, runs: u32) -> Result<()> {
-    let _ = run_ok(Command::new(bin).arg("down"));
-    let _ = run_ok(Command::new(bin).args(["testnet", "down"]));
-    let _ = std::fs::remove_dir_all(STATE);
-    run_ok(Command::new(bin).args(["testnet", "up"]))?;
-    run_ok(&mut ts(bin, &["up", "--network", "local"]))?;
-    run_ok(&mut ts(
-        bin,
-        &[
-            "exec",
-            "appvm",
-            "--",
-            "sh",
-            "-c",
-            &tails_tests::page_script(PAGE),
-        ],
-    ))?;
+    crate::stack_on_testnet(bin, STATE, PAGE)?;
     let join = tails_testnet::join_options(&tails_testnet::Config::default())
         .context("the testnet's join options")?;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); SERVICES.len()];
@@ -217,9 +153,7 @@ pub fn run(bin: &Path, runs: u32) -> Result<()> {
             times[k].push(t);
         }
     }
-    let _ = run_ok(&mut ts(bin, &["down"]));
-    let _ = run_ok(Command::new(bin).args(["testnet", "down"]));
-    let _ = std::fs::remove_dir_all(STATE);
+    crate::stack_down(bin, STATE);
     let base = median(times[0].clone());
     println!("runs: {runs} (medians), testnet, client authorization on, clients of tests/clients/");
     println!(

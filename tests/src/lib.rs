@@ -1,6 +1,7 @@
 //! Harness for the integration tests: runs the installed `tails-server` (the
 //! one `./setup.sh` built from this checkout) and inspects the host.
 
+pub mod clients;
 pub mod faults;
 pub mod leak;
 pub mod torclient;

@@ -32,6 +32,65 @@ fn image_build_names_the_missing_agent() {
     );
 }
 
+/// A service file naming a package Debian does not have: the build stops at
+/// apt's first refusal (no retries) with one line naming the package and the
+/// file, and the image cache holds nothing new.
+#[test]
+fn image_build_names_a_package_debian_does_not_have() {
+    let lib = Path::new("/run/ts-bad-package-lib");
+    let cache = Path::new("/run/ts-bad-package-images");
+    let _ = std::fs::remove_dir_all(lib);
+    let _ = std::fs::remove_dir_all(cache);
+    std::fs::create_dir_all(lib.join("services")).unwrap();
+    for f in ["tails-appvm-agent", "tails-torvm-agent"] {
+        std::os::unix::fs::symlink(
+            Path::new("/usr/local/lib/tails-server").join(f),
+            lib.join(f),
+        )
+        .unwrap();
+    }
+    let nginx = std::fs::read_to_string("/usr/local/lib/tails-server/services/nginx.yaml").unwrap();
+    let bogus = nginx.replacen("name: nginx", "name: bogus", 1).replacen(
+        "  - nginx-light",
+        "  - nginx-light\n  - tails-no-such-package",
+        1,
+    );
+    std::fs::write(lib.join("services/bogus.yaml"), bogus).unwrap();
+    let started = std::time::Instant::now();
+    let r = ts_env(
+        &["image", "build"],
+        &[
+            ("TAILS_SERVER_LIB_DIR", lib.to_str().unwrap()),
+            ("TAILS_SERVER_IMAGE_DIR", cache.to_str().unwrap()),
+        ],
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    let last = r.stderr.trim().lines().last().unwrap_or("").to_owned();
+    assert!(
+        last.contains("no package \"tails-no-such-package\"")
+            && last.contains("bogus.yaml")
+            && last.contains("fix or remove"),
+        "{r:?}"
+    );
+    assert!(
+        !last.contains("retrying") && !r.stderr.contains("attempt 2"),
+        "{r:?}"
+    );
+    let kept: Vec<_> = std::fs::read_dir(cache)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !kept.iter().any(|n| n == "current"),
+        "nothing installed: {kept:?}"
+    );
+    println!(
+        "unknown package refused in {:.0} s: {last}",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(lib);
+    let _ = std::fs::remove_dir_all(cache);
+}
+
 #[test]
 fn unknown_commands_and_arguments_are_refused() {
     for args in [

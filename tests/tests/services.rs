@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use tails_tests::clients::{self, SERVICES};
 use tails_tests::torclient::FreshClient;
 use tails_tests::*;
 
@@ -23,22 +24,6 @@ const STATE: &str = "/run/ts-services-test-state";
 /// on nginx's port (the same packages, so the same images).
 const LIB: &str = "/run/ts-services-test-lib";
 const INSTALLED_LIB: &str = "/usr/local/lib/tails-server";
-/// Debian's python, with Debian's client libraries (not a pyenv on PATH).
-const PYTHON: &str = "/usr/bin/python3";
-/// setup.sh's venv for the clients only PyPI has (pymumble).
-const VENV_PYTHON: &str = "/var/lib/tails-server-tests/venv/bin/python";
-
-/// The catalog's services this test uses, in the order they are enabled.
-const SERVICES: [&str; 8] = [
-    "nginx",
-    "filedrop",
-    "ngircd",
-    "prosody",
-    "mumble-server",
-    "infinoted",
-    "sftp",
-    "icecast",
-];
 
 fn t(args: &[&str]) -> Run {
     ts_env(
@@ -109,11 +94,8 @@ impl Outcome {
 
 /// Run a client script of `tests/clients/` with `python`.
 fn client(python: &str, script: &str, args: &[String]) -> Outcome {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("clients")
-        .join(script);
     let out = Command::new(python)
-        .arg(&path)
+        .arg(clients::script(script))
         .args(args)
         .output()
         .expect("run the client");
@@ -190,21 +172,17 @@ impl Ctx {
         a
     }
 
-    /// Run `script` for `service` three ways: with the key and the right
-    /// credentials (must succeed), with the key and `wrong` credentials (must
-    /// fail, its detail containing one of `refusal`), and without the key (must
-    /// fail: nothing reached). What happened, in one line.
-    #[allow(clippy::too_many_arguments)]
-    fn three_ways(
-        &self,
-        service: &str,
-        python: &str,
-        script: &str,
-        right: &[&str],
-        wrong: &[&str],
-        refusal: &[&str],
-        check: impl Fn(&serde_json::Value),
-    ) -> String {
+    /// Run `service`'s client script three ways: with the key and the right
+    /// credentials (must succeed, and pass `check`), with the key and wrong
+    /// credentials (must fail for them), and without the key (must fail:
+    /// nothing reached). What happened, in one line.
+    fn three_ways(&self, service: &str, check: impl Fn(&serde_json::Value)) -> String {
+        let c = clients::client_script(service, |o| option(service, o))
+            .unwrap_or_else(|| panic!("{service} has no client script"));
+        let (python, script, refusal) = (c.python, c.script, c.refusal);
+        let right: Vec<&str> = c.right.iter().map(String::as_str).collect();
+        let wrong: Vec<&str> = c.wrong.iter().map(String::as_str).collect();
+        let (right, wrong) = (&right[..], &wrong[..]);
         let ok = client(
             python,
             script,
@@ -314,109 +292,49 @@ fn check_filedrop(c: &Ctx) -> String {
 }
 
 fn check_irc(c: &Ctx) -> String {
-    let password = option("ngircd", "server-password");
-    assert_eq!(password.len(), 20, "a generated password");
-    let channel = format!("#{}", option("ngircd", "channel"));
-    c.three_ways(
-        "ngircd",
-        PYTHON,
-        "irc_chat.py",
-        &["--password", &password, "--channel", &channel],
-        &["--password", "not-the-password", "--channel", &channel],
-        &["passwdmismatch", "bad password"],
-        |r| {
-            let motd = r["motd"].as_str().unwrap_or("");
-            assert!(motd.contains("through Tor"), "the welcome message: {r}");
-        },
-    )
+    assert_eq!(
+        option("ngircd", "server-password").len(),
+        20,
+        "a generated password"
+    );
+    c.three_ways("ngircd", |r| {
+        let motd = r["motd"].as_str().unwrap_or("");
+        assert!(motd.contains("through Tor"), "the welcome message: {r}");
+    })
 }
 
 fn check_xmpp(c: &Ctx) -> String {
-    let password = option("prosody", "initial-password");
-    let room = option("prosody", "room");
-    c.three_ways(
-        "prosody",
-        PYTHON,
-        "xmpp_chat.py",
-        &[
-            "--users",
-            "alice,bob",
-            "--password",
-            &password,
-            "--room",
-            &room,
-        ],
-        &[
-            "--users",
-            "alice,bob",
-            "--password",
-            "not-the-password",
-            "--room",
-            &room,
-        ],
-        &["auth"],
-        |r| assert_eq!(r["received"]["bob"], true, "bob heard alice: {r}"),
-    )
+    c.three_ways("prosody", |r| {
+        assert_eq!(r["received"]["bob"], true, "bob heard alice: {r}")
+    })
 }
 
 fn check_mumble(c: &Ctx) -> String {
-    let password = option("mumble-server", "server-password");
     let welcome = option("mumble-server", "welcome");
-    c.three_ways(
-        "mumble-server",
-        VENV_PYTHON,
-        "mumble_check.py",
-        &["--password", &password],
-        &["--password", "not-the-password"],
-        &["password"],
-        |r| {
-            assert_eq!(r["root_channel"], "Root", "the root channel: {r}");
-            let got = r["welcome"].as_str().unwrap_or("");
-            assert!(got.contains(&welcome), "the welcome text: {r}");
-        },
-    )
+    c.three_ways("mumble-server", |r| {
+        assert_eq!(r["root_channel"], "Root", "the root channel: {r}");
+        let got = r["welcome"].as_str().unwrap_or("");
+        assert!(got.contains(&welcome), "the welcome text: {r}");
+    })
 }
 
 fn check_gobby(c: &Ctx) -> String {
-    let password = option("infinoted", "password");
-    c.three_ways(
-        "infinoted",
-        PYTHON,
-        "gobby_edit.py",
-        &["--password", &password],
-        &["--password", "not-the-password"],
-        &["password", "auth"],
-        |r| assert!(r["read_back"].is_string(), "a second session read it: {r}"),
-    )
+    c.three_ways("infinoted", |r| {
+        assert!(r["read_back"].is_string(), "a second session read it: {r}")
+    })
 }
 
 fn check_sftp(c: &Ctx) -> String {
-    let password = option("sftp", "password");
-    c.three_ways(
-        "sftp",
-        PYTHON,
-        "sftp_exchange.py",
-        &["--user", "share", "--password", &password],
-        &["--user", "share", "--password", "not-the-password"],
-        &["auth"],
-        |r| {
-            assert_eq!(r["shell_refused"], true, "{r}");
-            assert_eq!(r["forward_refused"], true, "{r}");
-        },
-    )
+    c.three_ways("sftp", |r| {
+        assert_eq!(r["shell_refused"], true, "{r}");
+        assert_eq!(r["forward_refused"], true, "{r}");
+    })
 }
 
 fn check_icecast(c: &Ctx) -> String {
-    let password = option("icecast", "source-password");
-    c.three_ways(
-        "icecast",
-        PYTHON,
-        "icecast_stream.py",
-        &["--source-password", &password],
-        &["--source-password", "not-the-password"],
-        &["password", "auth"],
-        |r| assert!(r["received_bytes"].as_u64().unwrap_or(0) > 0, "{r}"),
-    )
+    c.three_ways("icecast", |r| {
+        assert!(r["received_bytes"].as_u64().unwrap_or(0) > 0, "{r}")
+    })
 }
 
 /// `(comm, user)` of every process of the App VM (kernel threads left out).
@@ -478,6 +396,14 @@ fn every_service_at_once_each_used_by_its_client_through_tor() {
             assert!(!v.is_empty(), "{name}: info lacks {field}: {info}");
         }
     }
+
+    // Nothing runs that is not enabled: before any enable, the agent alone.
+    let agent = t_ok(&["exec", "appvm", "--", "cat", "/proc/1/comm"]).stdout;
+    let idle: Vec<(String, String)> = appvm_processes()
+        .into_iter()
+        .filter(|(c, _)| c != agent.trim() && c != "sh")
+        .collect();
+    assert!(idle.is_empty(), "running before any enable: {idle:?}");
 
     // All of them enabled together.
     let mut address = BTreeMap::new();
@@ -562,7 +488,6 @@ fn every_service_at_once_each_used_by_its_client_through_tor() {
             "{comm} runs as {users:?}, not {user}: {procs:?}"
         );
     }
-    let agent = t_ok(&["exec", "appvm", "--", "cat", "/proc/1/comm"]).stdout;
     let root: Vec<&str> = procs
         .iter()
         .filter(|(c, u)| u == "root" && c != agent.trim() && c != "sshd" && c != "sh")

@@ -642,9 +642,24 @@ fn credentials(
         None if st.clients.len() == 1 => st.clients.keys().next().cloned().unwrap_or_default(),
         None => services::FIRST_CLIENT.to_owned(),
     };
+    // The answer to `enable` (or another change) does not fail for want of a key
+    // line to show: the change is made; it says whose key is not here.
+    let changed = c.done.is_some();
     match st.clients.get(&who) {
         Some(Client::Held(k)) => {
             c.auth_private = Some(k.auth_private_line(&address).to_string());
+        }
+        Some(Client::PublicOnly(_)) if changed => {
+            c.warnings.push(format!(
+                "{who} holds its own private key: give it the address; `tails-server {name} add-client NAME` makes a key line to pass on"
+            ));
+        }
+        None if changed => {
+            c.warnings.push(format!(
+                "no key line to show: `tails-server {name} credentials CLIENT` shows one of {}",
+                st.clients.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+            return Ok(c);
         }
         Some(Client::PublicOnly(_)) => {
             return Err(services::ServiceError::PublicOnly {

@@ -297,11 +297,19 @@ pub(crate) fn write_file(f: &ServiceFile) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
+    // The folder may be a service's own (a certificate, a file with an owner): a
+    // link its user left at the temporary name is removed, never followed, and the
+    // file is made anew (O_EXCL, O_NOFOLLOW); rename replaces a link at the path
+    // itself rather than writing through it.
     let tmp = path.with_extension("tails-server-new");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
     let mut out = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .mode(f.mode)
         .open(&tmp)
         .map_err(err)?;
@@ -642,6 +650,14 @@ mod tests {
         let nobody = pid1::user_ids("nobody").unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!((meta.uid(), meta.gid()), nobody);
+        // A link left at the temporary name (by a service owning the folder) is
+        // not written through.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("sub/conf.tails-server-new")).unwrap();
+        write_file(&f).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(std::fs::read(&f.path).unwrap(), b"listen 80;\n");
         assert_eq!(std::fs::read(&f.path).unwrap(), b"listen 80;\n");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -210,6 +210,35 @@ fn last_line(output: &[u8], secrets: &[u8]) -> String {
         .collect()
 }
 
+/// `argv` (checked: not empty) to run as `user`, with a clean environment,
+/// from `/`, its output piped, killed if dropped.
+fn command_as(
+    argv: &[String],
+    user: &str,
+    stdin: std::process::Stdio,
+) -> Result<tokio::process::Command, String> {
+    let (uid, gid) =
+        pid1::user_ids(user).ok_or_else(|| format!("there is no user {user} in the App VM"))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| "an empty command".to_string())?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C.UTF-8")
+        .current_dir("/")
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if uid != 0 {
+        // std drops the supplementary groups when root changes uid.
+        cmd.uid(uid).gid(gid);
+    }
+    Ok(cmd)
+}
+
 /// Run the prepare step `p` of `service` (skipped when what it creates exists);
 /// its output is only reported when it fails, secrets blanked.
 async fn prepare(service: &str, p: &ServicePrepare) -> Result<(), String> {
@@ -218,21 +247,7 @@ async fn prepare(service: &str, p: &ServicePrepare) -> Result<(), String> {
             return Ok(());
         }
     }
-    let (uid, gid) = pid1::user_ids(&p.user)
-        .ok_or_else(|| format!("there is no user {} in the App VM", p.user))?;
-    let mut cmd = tokio::process::Command::new(&p.argv[0]);
-    cmd.args(&p.argv[1..])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LANG", "C.UTF-8")
-        .current_dir("/")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    if uid != 0 {
-        cmd.uid(uid).gid(gid);
-    }
+    let mut cmd = command_as(&p.argv, &p.user, std::process::Stdio::piped())?;
     let program = &p.argv[0];
     let mut child = cmd
         .spawn()
@@ -361,25 +376,10 @@ impl Services {
         for p in &req.prepare {
             prepare(&req.name, p).await?;
         }
-        let (uid, gid) = pid1::user_ids(&req.user)
-            .ok_or_else(|| format!("there is no user {} in the App VM", req.user))?;
+        let mut cmd = command_as(&req.argv, &req.user, std::process::Stdio::null())?;
         let mut ports = Self::ports(&running);
         ports.push(req.port);
         (self.firewall.apply)(ports)?;
-        let mut cmd = tokio::process::Command::new(&req.argv[0]);
-        cmd.args(&req.argv[1..])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C.UTF-8")
-            .current_dir("/")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        if uid != 0 {
-            // std drops the supplementary groups when root changes uid.
-            cmd.uid(uid).gid(gid);
-        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

@@ -183,12 +183,22 @@ impl Ctx {
         let right: Vec<&str> = c.right.iter().map(String::as_str).collect();
         let wrong: Vec<&str> = c.wrong.iter().map(String::as_str).collect();
         let (right, wrong) = (&right[..], &wrong[..]);
-        let ok = client(
-            python,
-            script,
-            &self.args(service, &self.with_key, 240, right),
-        );
-        assert_eq!(ok.code, 0, "{service}: {}", ok.report);
+        let run = || {
+            client(
+                python,
+                script,
+                &self.args(service, &self.with_key, 240, right),
+            )
+        };
+        // Once more if the first try lost its connection on the way (a tor
+        // stream cut, as a person would retry); the retry is reported.
+        let mut ok = run();
+        let mut retried = String::new();
+        if ok.code != 0 && !ok.detail().to_lowercase().contains("auth") {
+            retried = format!(" (retried once after: {})", ok.detail());
+            ok = run();
+        }
+        assert_eq!(ok.code, 0, "{service}: {}{retried}", ok.report);
         check(&ok.report);
         let bad = client(
             python,
@@ -218,7 +228,7 @@ impl Ctx {
             nokey.report
         );
         format!(
-            "{}; wrong credentials: {}; no key: {}",
+            "{}{retried}; wrong credentials: {}; no key: {}",
             ok.detail(),
             bad.detail(),
             nokey.detail()

@@ -202,30 +202,52 @@ pub fn run(spec: &JailSpec) -> Result<std::convert::Infallible, JailError> {
             None
         }
     };
-    // No core dump of guest memory, ever (the parent too).
-    setrlimit(libc::RLIMIT_CORE, 0)?;
-    // The log pump first, in the host's PID namespace (out of the jailed
-    // program's reach): the program's stdout and stderr go to its pipe.
-    let log = match &spec.log {
-        Some(l) => Some(start_pump(spec, l)?),
-        None => None,
+    // Until the fork, a failure removes the cgroup made for the program.
+    let give_up = |cgroup: Option<Cgroup>, e: JailError| -> JailError {
+        if let Some(c) = cgroup {
+            c.remove();
+        }
+        e
     };
-    let (death_r, death_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-    // The PID namespace is for the child; the rest the child unshares
-    // itself, so that its mounts are its own (the parent keeps the host's
-    // view, to remove the cgroup at the end).
-    nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(sys("unshare (pid)"))?;
+    let prepared = (|| -> Result<_, JailError> {
+        // No core dump of guest memory, ever (the parent too).
+        setrlimit(libc::RLIMIT_CORE, 0)?;
+        // The log pump first, in the host's PID namespace (out of the jailed
+        // program's reach): the program's stdout and stderr go to its pipe.
+        let log = match &spec.log {
+            Some(l) => Some(start_pump(spec, l)?),
+            None => None,
+        };
+        let (death_r, death_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        // The PID namespace is for the child; the rest the child unshares
+        // itself, so that its mounts are its own (the parent keeps the host's
+        // view, to remove the cgroup at the end).
+        nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(sys("unshare (pid)"))?;
+        Ok((log, death_r, death_w))
+    })();
+    let (log, death_r, death_w) = match prepared {
+        Ok(p) => p,
+        Err(e) => return Err(give_up(cgroup, e)),
+    };
     let mut blocked = SigSet::empty();
     for s in FORWARDED {
         blocked.add(s);
     }
-    let old = blocked
+    let old = match blocked
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .map_err(sys("sigprocmask"))?;
+        .map_err(sys("sigprocmask"))
+    {
+        Ok(old) => old,
+        Err(e) => return Err(give_up(cgroup, e)),
+    };
     // SAFETY: this process is single-threaded (the jailer starts no thread),
     // so the child may do anything after the fork.
-    match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+    let forked = match unsafe { nix::unistd::fork() }.map_err(sys("fork")) {
+        Ok(f) => f,
+        Err(e) => return Err(give_up(cgroup, e)),
+    };
+    match forked {
         ForkResult::Child => {
             drop(death_w);
             let _ = old.thread_set_mask();

@@ -364,6 +364,16 @@ fn jailed(
     seccomp: Option<tails_jailer::Policy>,
     log: Option<tails_jailer::LogSpec>,
 ) -> std::process::Output {
+    jailed_named(program, args, seccomp, log).0
+}
+
+/// [`jailed`], and the jail's name (its cgroup's).
+fn jailed_named(
+    program: &Path,
+    args: &[&str],
+    seccomp: Option<tails_jailer::Policy>,
+    log: Option<tails_jailer::LogSpec>,
+) -> (std::process::Output, String) {
     // One directory per call: the tests of this file may run at once.
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -401,7 +411,7 @@ fn jailed(
         .output()
         .expect("run the jailer");
     let _ = std::fs::remove_dir_all(&dir);
-    out
+    (out, spec.name)
 }
 
 /// Run `ts-syscall WHAT` in a jail with the vsock backends' filter.
@@ -504,4 +514,26 @@ fn a_jailed_backend_that_makes_a_forbidden_call_is_killed() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("tails-jailer: bad spec"), "{err}");
+    // A jail that fails after its cgroup was made (here: its log cannot be
+    // opened) removes the cgroup.
+    let (out, name) = jailed_named(
+        Path::new("/bin/true"),
+        &[],
+        None,
+        Some(tails_jailer::LogSpec {
+            path: PathBuf::from("/nonexistent-dir/tails-jailtest.log"),
+            max_bytes: 4096,
+        }),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent-dir/tails-jailtest.log"), "{err}");
+    for parent in [
+        "/sys/fs/cgroup/tails-server",
+        "/sys/fs/cgroup/memory/tails-server",
+        "/sys/fs/cgroup/pids/tails-server",
+    ] {
+        let left = Path::new(parent).join(&name);
+        assert!(!left.exists(), "{} is left", left.display());
+    }
 }

@@ -29,7 +29,7 @@ VHOST_VERSION=0.3.0
 PACKAGES=(tor nftables kmod cpio mmdebstrap squashfs-tools tcpdump iproute2 busybox-static
           xz-utils zstd binutils ca-certificates libc6-dev gcc pkg-config iputils-ping curl
           dnsmasq-base python3-irc python3-socks python3-slixmpp python3-paramiko
-          python3-gi gir1.2-infinity-0.7 python3-venv python3-six python3-wheel libopus0
+          python3-gi gir1.2-infinity-0.7 python3-venv python3-six python3-wheel python3-setuptools libopus0
           cryptsetup-bin e2fsprogs)
 # QEMU from bookworm-backports (10.x): the machine images here already carry
 # backports' qemu-utils, which conflicts with bookworm's qemu-system 7.2.

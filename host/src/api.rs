@@ -62,6 +62,61 @@ pub enum Request {
         network: Network,
         bridges: Vec<String>,
     },
+    /// The encrypted persistent store.
+    Persistence(PersistenceAction),
+}
+
+/// A passphrase in a request: zeroized when dropped, never shown by `Debug`.
+#[derive(Clone)]
+pub struct ApiSecret(pub zeroize::Zeroizing<String>);
+
+impl Serialize for ApiSecret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ApiSecret(zeroize::Zeroizing::new(String::deserialize(d)?)))
+    }
+}
+
+impl fmt::Debug for ApiSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// What to do with the persistent store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum PersistenceAction {
+    /// Make it (locked afterwards).
+    Create {
+        passphrase: ApiSecret,
+        size_mib: u64,
+    },
+    Unlock {
+        passphrase: ApiSecret,
+    },
+    Lock,
+    Status,
+    ChangePassphrase {
+        old: ApiSecret,
+        new: ApiSecret,
+    },
+}
+
+/// The persistent store's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersistenceReport {
+    pub exists: bool,
+    pub unlocked: bool,
+    /// The container file.
+    pub file: String,
+    /// Where it is mounted on the host when unlocked.
+    pub mountpoint: String,
 }
 
 /// What to do with one service.
@@ -197,6 +252,7 @@ pub enum Reply {
     /// An exported key file (secret).
     KeyFile(Vec<u8>),
     Exec(ExecOutput),
+    Persistence(PersistenceReport),
     Error(ApiError),
 }
 
@@ -217,6 +273,7 @@ impl fmt::Debug for Reply {
                 .debug_struct("Exec")
                 .field("exit_code", &o.exit_code)
                 .finish_non_exhaustive(),
+            Reply::Persistence(p) => f.debug_tuple("Persistence").field(p).finish(),
             Reply::Error(e) => f.debug_tuple("Error").field(e).finish(),
         }
     }

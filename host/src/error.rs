@@ -61,6 +61,8 @@ pub enum DaemonError {
         port: u16,
         other: String,
     },
+    #[error(transparent)]
+    Vault(#[from] tails_vault::VaultError),
     #[error("{0}")]
     Agent(#[from] crate::agent::AgentError),
     #[error(transparent)]
@@ -113,6 +115,12 @@ impl DaemonError {
                 ErrorKind::Invalid
             }
             OtherNetwork(_) | PortTaken { .. } => ErrorKind::Invalid,
+            Vault(e) => match e {
+                tails_vault::VaultError::Tool { .. } | tails_vault::VaultError::Io { .. } => {
+                    ErrorKind::Host
+                }
+                _ => ErrorKind::Invalid,
+            },
             RestartPending { .. } | Busy | StoppedByDown => ErrorKind::Busy,
             UnknownService(_) => ErrorKind::NotFound,
             NotUp => ErrorKind::NotUp,

@@ -16,6 +16,8 @@ pub struct Paths {
     pub lib: PathBuf,
     /// Kept state: the services' options, onion keys and client keys (0700).
     pub state: PathBuf,
+    /// The encrypted persistent store's container file.
+    pub store: PathBuf,
 }
 
 fn env_or(var: &str, default: &str) -> PathBuf {
@@ -34,6 +36,7 @@ impl Paths {
             images: env_or("TAILS_SERVER_IMAGE_DIR", tails_images::DEFAULT_CACHE_DIR),
             lib: env_or("TAILS_SERVER_LIB_DIR", "/usr/local/lib/tails-server"),
             state: env_or("TAILS_SERVER_STATE_DIR", "/var/lib/tails-server/state"),
+            store: env_or("TAILS_SERVER_STORE", "/var/lib/tails-server/store.luks"),
         }
     }
 
@@ -124,6 +127,16 @@ impl Paths {
     }
     pub fn services(&self) -> PathBuf {
         self.lib.join("services")
+    }
+    /// The persistent store: its container, its decrypted export's directory
+    /// (root's only) and its mountpoint, both beside the runtime directory: they
+    /// outlive a daemon that dies (the next one finds the store as it was).
+    pub fn vault(&self) -> tails_vault::Vault {
+        tails_vault::Vault {
+            file: self.store.clone(),
+            work: self.runtime.with_extension("vault"),
+            mountpoint: self.runtime.with_extension("store"),
+        }
     }
     /// The services' kept state.
     pub fn service_state(&self) -> PathBuf {

@@ -1061,6 +1061,7 @@ mod tests {
             images: dir.join("images"),
             lib: dir.join("lib"),
             state: dir.join("state"),
+            store: dir.join("store.luks"),
         };
         std::fs::create_dir_all(&paths.runtime).expect("mkdir");
         let store = Store::open(&paths.state).expect("store");

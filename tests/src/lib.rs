@@ -99,7 +99,12 @@ pub fn pids_exact(name: &str) -> Vec<u32> {
 /// Everything the stack may leave behind, listed (empty when clean).
 pub fn leftovers(runtime: &Path) -> Vec<String> {
     let mut l = Vec::new();
-    for name in ["qemu-system", "vhost-device", "tails-jailer"] {
+    for name in [
+        "qemu-system",
+        "vhost-device",
+        "tails-jailer",
+        "qemu-storage",
+    ] {
         for pid in pids_named(name) {
             l.push(format!("process {name} {pid}"));
         }

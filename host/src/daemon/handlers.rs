@@ -53,8 +53,57 @@ impl Handlers {
         self.quit.subscribe()
     }
 
+    /// Nothing runs and the persistent store is locked: the daemon may go.
     pub fn idle(&self) -> bool {
-        self.sup.idle()
+        self.sup.idle() && !self.sup.paths().vault().is_unlocked()
+    }
+
+    /// The persistent store. Its operations take seconds (key derivation):
+    /// they run on a blocking thread; the passphrases are zeroized when the
+    /// request is dropped.
+    async fn persistence(&self, a: crate::api::PersistenceAction) -> Result<Reply> {
+        use crate::api::PersistenceAction as P;
+        let vault = self.sup.paths().vault();
+        let report = |v: &tails_vault::Vault| crate::api::PersistenceReport {
+            exists: v.exists(),
+            unlocked: v.is_unlocked(),
+            file: v.file.display().to_string(),
+            mountpoint: v.mountpoint.display().to_string(),
+        };
+        if let P::Status = a {
+            return Ok(Reply::Persistence(report(&vault)));
+        }
+        let v = vault.clone();
+        let done = tokio::task::spawn_blocking(move || -> std::result::Result<String, tails_vault::VaultError> {
+            match a {
+                P::Create { passphrase, size_mib } => {
+                    v.create(passphrase.0.as_bytes(), size_mib)?;
+                    Ok(format!(
+                        "the persistent store is made ({size_mib} MiB, {}), locked: `tails-server persistence unlock` opens it",
+                        v.file.display()
+                    ))
+                }
+                P::Unlock { passphrase } => {
+                    v.unlock(passphrase.0.as_bytes())?;
+                    Ok(format!(
+                        "the persistent store is unlocked (mounted on the host at {})",
+                        v.mountpoint.display()
+                    ))
+                }
+                P::Lock => {
+                    v.lock()?;
+                    Ok("the persistent store is locked".into())
+                }
+                P::ChangePassphrase { old, new } => {
+                    v.change_passphrase(old.0.as_bytes(), new.0.as_bytes())?;
+                    Ok("the passphrase is changed: only the new one opens the store".into())
+                }
+                P::Status => Ok(String::new()),
+            }
+        })
+        .await??;
+        crate::log(done.clone());
+        Ok(Reply::Done(done))
     }
 
     pub async fn handle(&self, req: Request, tx: Tx) {
@@ -75,6 +124,7 @@ impl Handlers {
                 network,
                 bridges,
             } => self.autostart(on, network, bridges).await,
+            Request::Persistence(a) => self.persistence(a).await,
         };
         let _ = tx.send(reply.unwrap_or_else(|e| Reply::Error(e.to_api())));
     }
@@ -147,6 +197,14 @@ impl Handlers {
     async fn down(&self) -> Result<Reply> {
         let gen = self.sup.want(|d| *d = Default::default())?;
         let round = self.sup.settle(gen).await;
+        // `down` locks the persistent store: only the passphrase opens it again.
+        let vault = self.sup.paths().vault();
+        if vault.is_unlocked() {
+            let locked = tokio::task::spawn_blocking(move || vault.lock()).await?;
+            if let Err(e) = locked {
+                crate::log(format!("down: cannot lock the persistent store: {e}"));
+            }
+        }
         let _ = self.quit.send(true);
         round.stack.clone().map_err(ApiFailure)?;
         Ok(Reply::Done("tails-server is down".into()))

@@ -5,6 +5,7 @@
 //! foreground; `image` and `testnet` are local tools that need no daemon.
 
 mod output;
+mod persistence_cmd;
 mod service_cmd;
 mod stack_cmd;
 
@@ -100,6 +101,11 @@ enum Cmd {
         /// A tor bridge line for the boot network; repeatable.
         #[arg(long = "bridge", value_name = "LINE", value_parser = parse_bridge)]
         bridges: Vec<String>,
+    },
+    /// The encrypted persistent store (a LUKS container on the host).
+    Persistence {
+        #[command(subcommand)]
+        cmd: persistence_cmd::PersistenceCmd,
     },
     /// Run the host agent in the foreground (started by `up`, or by systemd).
     #[command(hide = true)]
@@ -384,6 +390,7 @@ fn run(cli: Cli) -> Result<i32> {
             } => service_cmd::autostart(&paths, state == "on", network, bridges)
                 .await
                 .map(|_| 0),
+            Cmd::Persistence { cmd } => persistence_cmd::run(&paths, cmd).await.map(|_| 0),
             Cmd::Daemon { boot } => {
                 tails_server::daemon::run(paths, tails_server::daemon::Options { boot })
                     .await

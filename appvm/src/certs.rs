@@ -14,7 +14,7 @@ use std::time::Duration;
 use tails_guest::log;
 use tails_proto::msg::{ServiceCert, ServiceFile};
 
-use crate::services::{clean_absolute, write_file};
+use crate::services::{clean_absolute, last_line, write_file};
 
 /// How long openssl may take for one step.
 const STEP: Duration = Duration::from_secs(60);
@@ -85,20 +85,11 @@ async fn openssl(args: &[&str]) -> Result<(), String> {
     if out.status.success() {
         return Ok(());
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let last = err
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
     Err(format!(
         "openssl {} failed ({}): {}",
         args[0],
         out.status,
-        last.chars()
-            .flat_map(char::escape_default)
-            .take(200)
-            .collect::<String>()
+        last_line(&out.stderr, &[])
     ))
 }
 

@@ -191,7 +191,7 @@ async fn make_user(u: &ServiceUser) -> Result<(), String> {
 
 /// The last non-empty line of `output`, with every word of `secrets` (a step's
 /// input) blanked and control characters escaped, at most 200 characters.
-fn last_line(output: &[u8], secrets: &[u8]) -> String {
+pub(crate) fn last_line(output: &[u8], secrets: &[u8]) -> String {
     let mut text = String::from_utf8_lossy(output).into_owned();
     let secret_text = String::from_utf8_lossy(secrets);
     for word in secret_text.split(|c: char| c.is_whitespace() || c == ':') {

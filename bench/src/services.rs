@@ -41,7 +41,28 @@ fn option(bin: &Path, service: &str, name: &str) -> Result<String> {
 
 /// One attempt of `service`'s client action through `socks`; whether it
 /// succeeded.
-fn attempt(bin: &Path, service: &str, socks: &str, address: &str, port: u16) -> Result<bool> {
+/// `service`'s client script with its credentials, read once (`None`: curl).
+fn script_for(bin: &Path, service: &str) -> Result<Option<clients::ClientScript>> {
+    let failed = std::cell::RefCell::new(None);
+    let c = clients::client_script(service, |o| {
+        option(bin, service, o).unwrap_or_else(|e| {
+            failed.borrow_mut().get_or_insert(e);
+            String::new()
+        })
+    });
+    match failed.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(c),
+    }
+}
+
+fn attempt(
+    service: &str,
+    script: Option<&clients::ClientScript>,
+    socks: &str,
+    address: &str,
+    port: u16,
+) -> Result<bool> {
     let curl = |args: &[&str]| -> Result<String> {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "60", "--socks5-hostname", socks])
@@ -65,8 +86,7 @@ fn attempt(bin: &Path, service: &str, socks: &str, address: &str, port: u16) -> 
             curl(&["-T", &file.display().to_string(), &url])? == "201"
         }
         other => {
-            let c = clients::client_script(other, |o| option(bin, other, o).unwrap_or_default())
-                .with_context(|| format!("no client action for {other}"))?;
+            let c = script.with_context(|| format!("no client action for {other}"))?;
             Command::new(c.python)
                 .arg(clients::script(c.script))
                 .args(["--socks", socks, "--host", address, "--port"])
@@ -121,12 +141,13 @@ fn measure(bin: &Path, service: &str, join: &[String], socks: SocketAddr) -> Res
         bail!("the client's tor did not bootstrap");
     }
     let port: u16 = option(bin, service, "virtual-port")?.parse()?;
+    let script = script_for(bin, service)?;
     let socks = tor.socks.to_string();
     let host = address.to_string();
     let t0 = Instant::now();
     run_ok(&mut ts(bin, &[service, "enable"]))?;
     let took = loop {
-        if attempt(bin, service, &socks, &host, port)? {
+        if attempt(service, script.as_ref(), &socks, &host, port)? {
             break t0.elapsed().as_secs_f64();
         }
         if t0.elapsed() > DEADLINE {

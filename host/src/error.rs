@@ -63,6 +63,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Vault(#[from] tails_vault::VaultError),
+    #[error("the stack is down, but the persistent store is still unlocked ({0}): `tails-server persistence lock` tries again")]
+    StoreStillUnlocked(#[source] tails_vault::VaultError),
     #[error("{0}")]
     Agent(#[from] crate::agent::AgentError),
     #[error(transparent)]
@@ -115,6 +117,7 @@ impl DaemonError {
                 ErrorKind::Invalid
             }
             OtherNetwork(_) | PortTaken { .. } => ErrorKind::Invalid,
+            StoreStillUnlocked(_) => ErrorKind::Host,
             Vault(e) => match e {
                 tails_vault::VaultError::Tool { .. } | tails_vault::VaultError::Io { .. } => {
                     ErrorKind::Host

@@ -266,23 +266,31 @@ impl Vault {
     }
 
     /// Stop the export's daemon (it flushes and unmounts the export), and wait
-    /// until it is gone.
+    /// until it is gone; if it does not go, its files are kept (so that `lock`
+    /// can be tried again) and that is an error.
     fn close_export(&self) -> Result<(), VaultError> {
         let pidfile = self.pidfile();
         let pid: Option<i32> = std::fs::read_to_string(&pidfile)
             .ok()
             .and_then(|p| p.trim().parse().ok());
         if let Some(pid) = pid {
-            // SAFETY: kill with a pid read from the daemon's own pidfile.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
             let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+            let alive = || {
+                std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| !s.contains(") Z "))
+            };
+            // SAFETY: kill with a pid read from the daemon's own (root-only) pidfile.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
             for _ in 0..200 {
-                let alive = std::fs::read_to_string(proc_dir.join("stat"))
-                    .is_ok_and(|s| !s.contains(") Z "));
-                if !alive {
+                if !alive() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            if alive() {
+                return Err(VaultError::Tool {
+                    program: "qemu-storage-daemon",
+                    message: format!("pid {pid} did not stop within 5 s of SIGTERM"),
+                });
             }
         }
         let _ = std::fs::remove_file(&pidfile);

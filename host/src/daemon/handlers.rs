@@ -199,14 +199,15 @@ impl Handlers {
         let round = self.sup.settle(gen).await;
         // `down` locks the persistent store: only the passphrase opens it again.
         let vault = self.sup.paths().vault();
-        if vault.is_unlocked() {
-            let locked = tokio::task::spawn_blocking(move || vault.lock()).await?;
-            if let Err(e) = locked {
-                crate::log(format!("down: cannot lock the persistent store: {e}"));
-            }
-        }
+        let locked = if vault.is_unlocked() {
+            tokio::task::spawn_blocking(move || vault.lock()).await?
+        } else {
+            Ok(())
+        };
         let _ = self.quit.send(true);
         round.stack.clone().map_err(ApiFailure)?;
+        // Said, not only logged: a person must not believe the store is closed.
+        locked.map_err(DaemonError::StoreStillUnlocked)?;
         Ok(Reply::Done("tails-server is down".into()))
     }
 

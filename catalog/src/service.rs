@@ -824,14 +824,21 @@ impl Checker<'_> {
         s.value.clone()
     }
 
+    /// A clean absolute path (any problem recorded); `false` if it is not one.
+    fn absolute(&mut self, s: &Spanned<String>, field: &str) -> bool {
+        let Some(why) = names::absolute_path_problem(&s.value) else {
+            return true;
+        };
+        let problem = Problem::Path {
+            path: s.value.clone(),
+            why,
+        };
+        self.at(&s.referenced, field, problem);
+        false
+    }
+
     fn path(&mut self, s: &Spanned<String>, field: &str, seen: &mut HashSet<String>) -> PathBuf {
-        if let Some(why) = names::absolute_path_problem(&s.value) {
-            let problem = Problem::Path {
-                path: s.value.clone(),
-                why,
-            };
-            self.at(&s.referenced, field, problem);
-        } else if !seen.insert(s.value.clone()) {
+        if self.absolute(s, field) && !seen.insert(s.value.clone()) {
             self.at(
                 &s.referenced,
                 field,
@@ -1166,13 +1173,7 @@ impl Checker<'_> {
             let home = match &u.home {
                 None => PathBuf::from("/nonexistent"),
                 Some(h) => {
-                    if let Some(why) = names::absolute_path_problem(&h.value) {
-                        let problem = Problem::Path {
-                            path: h.value.clone(),
-                            why,
-                        };
-                        self.at(&h.referenced, &field("home"), problem);
-                    }
+                    self.absolute(h, &field("home"));
                     PathBuf::from(&h.value)
                 }
             };
@@ -1191,13 +1192,7 @@ impl Checker<'_> {
                 .as_ref()
                 .map(|t| self.template(t, &field("stdin"), Use::Config, options, secrets));
             let creates = p.creates.as_ref().map(|c| {
-                if let Some(why) = names::absolute_path_problem(&c.value) {
-                    let problem = Problem::Path {
-                        path: c.value.clone(),
-                        why,
-                    };
-                    self.at(&c.referenced, &field("creates"), problem);
-                }
+                self.absolute(c, &field("creates"));
                 PathBuf::from(&c.value)
             });
             prepare.push(Prepare {

@@ -11,6 +11,8 @@
 
 mod certs;
 mod clock;
+mod persist;
+mod relay;
 mod services;
 
 use nix::mount::MsFlags;

@@ -38,6 +38,8 @@ pub struct Firewall {
 struct Running {
     child: tokio::process::Child,
     port: u16,
+    /// Its persistent paths, mounted from the data disk.
+    mounts: Vec<String>,
 }
 
 /// The running services, by name.
@@ -46,6 +48,10 @@ pub struct Services {
     firewall: Firewall,
     /// The App VM's address, where services are awaited.
     addr: std::net::Ipv4Addr,
+    /// The ports the host's relay may reach (allow-localhost, allow-lan).
+    relayed: crate::relay::Allowed,
+    /// The relay's listener, started with the first relayed service.
+    relay: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -133,6 +139,9 @@ fn check(req: &ServiceStart) -> Result<(), String> {
             ));
         }
     }
+    for p in &req.persistent {
+        crate::persist::check(p)?;
+    }
     for d in &req.dirs {
         if !clean_absolute(&d.path) || d.path == "/" {
             return Err("a directory needs a clean absolute path".into());
@@ -160,13 +169,44 @@ fn make_dir(d: &tails_proto::msg::ServiceDir) -> Result<(), String> {
     std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode)).map_err(err)
 }
 
+/// The uid (and gid) of a user the agent makes: fixed by its name, so that
+/// the files it owns on the persistent disk are its own again at the next
+/// boot, whatever order the services start in (an amnesic root makes the
+/// users anew at every boot). Above the system range and below systemd's
+/// dynamic users: 59000–59999.
+pub(crate) fn fixed_id(name: &str) -> u32 {
+    // FNV-1a: small, stable across versions and machines.
+    let h = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    59_000 + h % 1000
+}
+
 /// Make the system user `u` unless the App VM has one of that name.
 async fn make_user(u: &ServiceUser) -> Result<(), String> {
     if pid1::user_ids(&u.name).is_some() {
         return Ok(());
     }
+    let id = fixed_id(&u.name).to_string();
+    let group = tokio::process::Command::new("/usr/sbin/groupadd")
+        .args(["--system", "--gid", &id, "--", &u.name])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run groupadd for {}: {e}", u.name))?;
+    // 9: the group is there already (made with the package); it is used.
+    if !group.status.success() && group.status.code() != Some(9) {
+        return Err(format!(
+            "cannot make the group {}: {}",
+            u.name,
+            last_line(&group.stderr, &[])
+        ));
+    }
     let out = tokio::process::Command::new("/usr/sbin/useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--shell"])
+        .args(["--system", "--uid", &id, "--gid", &u.name])
+        .args(["--no-create-home", "--shell"])
         .arg("/usr/sbin/nologin")
         .arg("--home-dir")
         .arg(&u.home)
@@ -342,6 +382,31 @@ impl Services {
             running: Mutex::new(BTreeMap::new()),
             firewall,
             addr,
+            relayed: Default::default(),
+            relay: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Let the host's relay reach `port` (`on`), or no longer.
+    fn set_relayed(&self, port: u16, on: bool) {
+        let mut set = self
+            .relayed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if on {
+            set.insert(port);
+        } else {
+            set.remove(&port);
+        }
+        drop(set);
+        if on {
+            let mut relay = self
+                .relay
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if relay.as_ref().is_none_or(|h| h.is_finished()) {
+                *relay = Some(crate::relay::spawn(self.relayed.clone()));
+            }
         }
     }
 
@@ -364,6 +429,29 @@ impl Services {
         for u in &req.users {
             make_user(u).await?;
         }
+        let mut mounts = Vec::new();
+        let started = self.start_mounted(req, &mut running, &mut mounts).await;
+        if started.is_err() {
+            crate::persist::unmount(&mounts);
+        }
+        started
+    }
+
+    /// The rest of [`Services::start`], once the users are made: what it
+    /// mounts is in `mounts` (for the caller to unmount on error).
+    async fn start_mounted(
+        &self,
+        req: ServiceStart,
+        running: &mut BTreeMap<String, Running>,
+        mounts: &mut Vec<String>,
+    ) -> Result<(), String> {
+        // The data first: the directories, files and keys made below land
+        // on the disk when the service is persistent.
+        if req.persistent.is_empty() {
+            crate::persist::forget(&req.name).await?;
+        } else {
+            crate::persist::mount(&req.name, &req.persistent, mounts).await?;
+        }
         for d in &req.dirs {
             make_dir(d)?;
         }
@@ -377,13 +465,13 @@ impl Services {
             prepare(&req.name, p).await?;
         }
         let mut cmd = command_as(&req.argv, &req.user, std::process::Stdio::null())?;
-        let mut ports = Self::ports(&running);
+        let mut ports = Self::ports(running);
         ports.push(req.port);
         (self.firewall.apply)(ports)?;
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = (self.firewall.apply)(Self::ports(&running));
+                let _ = (self.firewall.apply)(Self::ports(running));
                 return Err(format!("cannot start {}: {e}", req.argv[0]));
             }
         };
@@ -406,7 +494,7 @@ impl Services {
         let start = tokio::time::Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let _ = (self.firewall.apply)(Self::ports(&running));
+                let _ = (self.firewall.apply)(Self::ports(running));
                 return Err(format!(
                     "{} exited at start ({status}); see the App VM's console log",
                     req.name
@@ -417,7 +505,7 @@ impl Services {
             }
             if start.elapsed() > LISTEN {
                 let _ = child.kill().await;
-                let _ = (self.firewall.apply)(Self::ports(&running));
+                let _ = (self.firewall.apply)(Self::ports(running));
                 return Err(format!(
                     "{} did not listen on port {} within {} s",
                     req.name,
@@ -431,11 +519,13 @@ impl Services {
             "service {} listening on port {}",
             req.name, req.port
         ));
+        self.set_relayed(req.port, req.relay);
         running.insert(
             req.name,
             Running {
                 child,
                 port: req.port,
+                mounts: std::mem::take(mounts),
             },
         );
         Ok(())
@@ -455,6 +545,8 @@ impl Services {
         if tokio::time::timeout(STOP, r.child.wait()).await.is_err() {
             let _ = r.child.kill().await;
         }
+        self.set_relayed(r.port, false);
+        crate::persist::unmount(&r.mounts);
         log(format!("service {name} stopped"));
         (self.firewall.apply)(Self::ports(&running))
     }
@@ -520,6 +612,23 @@ mod tests {
             users: vec![],
             prepare: vec![],
             certs: vec![],
+            persistent: vec![],
+            relay: false,
+        }
+    }
+
+    #[test]
+    fn made_users_get_ids_fixed_by_their_names() {
+        assert_eq!(fixed_id("share"), fixed_id("share"));
+        assert_ne!(fixed_id("share"), fixed_id("infinoted"));
+        for n in [
+            "share",
+            "infinoted",
+            "prosody",
+            "a",
+            "a-very-long-user-name-of-32-ch",
+        ] {
+            assert!((59_000..60_000).contains(&fixed_id(n)), "{n}");
         }
     }
 

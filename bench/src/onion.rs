@@ -140,7 +140,7 @@ fn field(yaml: &str, key: &str) -> Result<String> {
 
 /// One Tails Server run: fresh keys, enable, fetch; then disable.
 fn ts_run(bin: &Path) -> Result<f64> {
-    let _ = std::fs::remove_dir_all(Path::new(STATE).join("services/nginx"));
+    let _ = std::fs::remove_dir_all(Path::new(STATE).join("amnesic/services/nginx"));
     let t0 = Instant::now();
     let out = run_ok(&mut ts(bin, &["nginx", "enable"]))?;
     let address = field(&out, "address")?;

@@ -104,7 +104,7 @@ fn attempt(
 /// One measurement of `service`: fresh keys, a client ready, then `enable`
 /// to the first success; the service is disabled again afterwards.
 fn measure(bin: &Path, service: &str, join: &[String], socks: SocketAddr) -> Result<f64> {
-    let _ = std::fs::remove_dir_all(Path::new(STATE).join("services").join(service));
+    let _ = std::fs::remove_dir_all(Path::new(STATE).join("amnesic/services").join(service));
     let key = tails_onion::ServiceKey::generate()?;
     let client = tails_onion::ClientKey::generate()?;
     let address = key.onion_address();

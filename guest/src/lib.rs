@@ -2,10 +2,12 @@
 //!
 //! Each agent is PID 1 of its VM. [`pid1`] does the early work a kernel leaves
 //! to init (pseudo file systems, modules in dependency order, the reaper),
-//! [`net`] configures interfaces found by MAC address, and [`server`] answers
+//! [`net`] configures interfaces found by MAC address, [`disk`] mounts a
+//! persistent disk found by its serial, and [`server`] answers
 //! the host on vsock with the messages of `tails-proto`, running commands
 //! through [`exec`].
 
+pub mod disk;
 pub mod exec;
 pub mod net;
 pub mod pid1;

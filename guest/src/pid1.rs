@@ -225,11 +225,37 @@ fn reap_forever(agent: Pid) -> ! {
     }
 }
 
-/// Ask every process to stop, sync, and power the machine off.
+/// Other processes than init and the caller.
+fn others_alive() -> bool {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.bytes().all(|b| b.is_ascii_digit())
+                    && n != "1"
+                    && n != me
+                    // Kernel threads have no command line.
+                    && fs::read(e.path().join("cmdline")).is_ok_and(|c| !c.is_empty())
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Ask every process to stop (up to 3 s: tor writes its state, a database
+/// its journal), kill what is left, unmount the persistent disks, sync,
+/// and power the machine off.
 pub fn power_off() -> ! {
     let _ = nix::sys::signal::kill(Pid::from_raw(-1), nix::sys::signal::Signal::SIGTERM);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    while others_alive() && start.elapsed() < std::time::Duration::from_secs(3) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let _ = nix::sys::signal::kill(Pid::from_raw(-1), nix::sys::signal::Signal::SIGKILL);
+    // Killed processes release their files once reaped (by init).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    crate::disk::unmount_all();
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     // reboot(2) only returns on error; there is nothing left to do but wait.

@@ -47,7 +47,7 @@ pub struct Agent {
 }
 
 /// Read the `OK <port>\n` line, at most 32 bytes, within the deadline.
-async fn read_ok_line(s: &mut UnixStream) -> Result<(), AgentError> {
+pub(crate) async fn read_ok_line(s: &mut UnixStream) -> Result<(), AgentError> {
     let mut line = Vec::with_capacity(32);
     let fut = async {
         loop {

@@ -136,6 +136,10 @@ pub enum ServiceAction {
     SetOption {
         option: String,
         value: String,
+        /// The person confirmed a change that loses something (persistence
+        /// turned off: the address and data are gone at the next reboot).
+        #[serde(default)]
+        yes: bool,
     },
     /// A fresh key pair, or a client's own public key (the host then never
     /// holds that client's private key).
@@ -299,6 +303,9 @@ pub enum ErrorKind {
     Guest,
     /// Anything else on the host.
     Host,
+    /// The change loses something for good: the person is to be asked, and
+    /// the request sent again confirmed.
+    Confirm,
 }
 
 /// An error as a client sees it: its kind and one line saying what is wrong
@@ -537,6 +544,7 @@ mod tests {
         let a = ServiceAction::SetOption {
             option: "password".into(),
             value: "hunter2".into(),
+            yes: false,
         };
         assert!(!format!("{a:?}").contains("hunter2"));
         let a = ServiceAction::ImportKey {

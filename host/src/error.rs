@@ -63,6 +63,14 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Vault(#[from] tails_vault::VaultError),
+    #[error("the stack runs on the persistent store (the VMs' disks, the services' keys): `tails-server down` stops it and locks the store")]
+    StoreInUse,
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
+    #[error("{0} keeps its data on the App VM's persistent disk, but the stack was started without it (the persistent store was locked): `tails-server down`, `tails-server persistence unlock`, then `tails-server up`")]
+    NoDataDisk(String),
+    #[error("turning persistence off removes {0}'s address, keys and data from the persistent store: they are gone at the next reboot; add --yes to go on")]
+    ConfirmAmnesic(String),
     #[error("the stack is down, but the persistent store is still unlocked ({0}): `tails-server persistence lock` tries again")]
     StoreStillUnlocked(#[source] tails_vault::VaultError),
     #[error("{0}")]
@@ -118,6 +126,10 @@ impl DaemonError {
             }
             OtherNetwork(_) | PortTaken { .. } => ErrorKind::Invalid,
             StoreStillUnlocked(_) => ErrorKind::Host,
+            StoreInUse => ErrorKind::Invalid,
+            Relay(_) => ErrorKind::Host,
+            ConfirmAmnesic(_) => ErrorKind::Confirm,
+            NoDataDisk(_) => ErrorKind::Stack,
             Vault(e) => match e {
                 tails_vault::VaultError::Tool { .. } | tails_vault::VaultError::Io { .. } => {
                     ErrorKind::Host

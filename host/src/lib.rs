@@ -3,8 +3,9 @@
 //! A library with the daemon ([`daemon`]: the API's transport and one
 //! handler per request), the supervisor that keeps the stack as asked
 //! ([`supervisor`]), the stack of two VMs ([`stack`], [`vmm`], [`vhost`],
-//! [`agent`]), the host firewall ([`firewall`]) and the state store
-//! ([`store`], [`services`]); and the API ([`api`], a leaf) with its client
+//! [`agent`]), the host firewall ([`firewall`]), the state store
+//! ([`store`], [`services`]) and the allow-localhost / allow-lan relay
+//! ([`relay`]); and the API ([`api`], a leaf) with its client
 //! side ([`client`]). The binaries — the CLI `tails-server`, later the GUI —
 //! are thin clients of that API. See DESIGN.md for what each layer may do.
 
@@ -22,6 +23,7 @@ pub mod firewall_watch;
 pub mod identity;
 pub mod paths;
 pub mod proc;
+pub mod relay;
 pub mod services;
 pub mod stack;
 pub mod store;

@@ -138,9 +138,21 @@ impl Paths {
             mountpoint: self.runtime.with_extension("store"),
         }
     }
-    /// The services' kept state.
-    pub fn service_state(&self) -> PathBuf {
-        self.state.join("services")
+    /// The services' amnesic state (those with persistence off): a tmpfs
+    /// of its own mounted in the state directory, in place of the plain
+    /// files of before. Not in the runtime directory, which `down` removes:
+    /// the state outlives `down` and a daemon that dies (a service keeps
+    /// its address for the whole session), but not the host's next boot.
+    pub fn amnesic(&self) -> PathBuf {
+        self.state.join("amnesic")
+    }
+    /// `vm`'s disk in the unlocked persistent store (the App VM's data, the
+    /// Tor VM's state).
+    pub fn vm_disk(&self, vm: &str) -> PathBuf {
+        self.vault()
+            .mountpoint
+            .join("disks")
+            .join(format!("{vm}.img"))
     }
 }
 

@@ -159,6 +159,13 @@ fn b32(bytes: &[u8]) -> String {
 /// nothing was saved. A damaged file is an error naming it, left alone.
 pub fn load(store: &Store, svc: &Service) -> Result<ServiceState, ServiceError> {
     let name = svc.name();
+    if store.locate(name).is_none() {
+        // Nothing here: it may be kept in the locked store, and a fresh
+        // state (a new address) must not take its place.
+        if let Some(e) = store.maybe_locked_away(name) {
+            return Err(e.into());
+        }
+    }
     let path = store.service_file(name);
     let shown = path.display().to_string();
     let (file, legacy_key) = match store.read_service_versioned(name)? {
@@ -291,7 +298,7 @@ pub fn save(store: &Store, svc: &Service, st: &ServiceState) -> Result<(), Servi
             })
             .collect(),
     };
-    Ok(store.write_service(svc.name(), &file)?)
+    Ok(store.write_service(svc.name(), &file, persistence_on(&st.values))?)
 }
 
 impl ServiceState {
@@ -367,6 +374,24 @@ pub fn client_auth_on(v: &Values) -> bool {
 }
 
 /// Whether the service comes up with the stack.
+/// The `persistence` option (off when unset).
+pub fn persistence_on(v: &Values) -> bool {
+    matches!(
+        v.get(tails_catalog::PERSISTENCE_OPTION),
+        Some(OptionValue::Bool(true))
+    )
+}
+
+/// allow-localhost or allow-lan (each off when unset).
+pub fn relay_on(v: &Values) -> bool {
+    [
+        tails_catalog::ALLOW_LOCALHOST_OPTION,
+        tails_catalog::ALLOW_LAN_OPTION,
+    ]
+    .iter()
+    .any(|o| matches!(v.get(*o), Some(OptionValue::Bool(true))))
+}
+
 pub fn autostart_on(v: &Values) -> bool {
     matches!(
         v.get(tails_catalog::AUTOSTART_OPTION),
@@ -477,6 +502,15 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
                 names: c.names,
             })
             .collect(),
+        persistent: if persistence_on(&st.values) {
+            svc.persistent_paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        },
+        relay: relay_on(&st.values),
     };
     // Everything the agent is sent, in one canonical form (the struct's field order).
     // Invariant: a struct of strings, integers and byte vectors (no maps, no floats)
@@ -547,7 +581,7 @@ mod tests {
     fn a_generated_secret_is_kept_from_the_first_load() {
         let svc = nginx(true);
         let dir = tmp("secret");
-        let store = Store::open(&dir).expect("store");
+        let store = crate::store::test_store(&dir);
         let first = load(&store, &svc).expect("load");
         let second = load(&store, &svc).expect("load");
         let secret = |st: &ServiceState| st.values["admin-password"].reveal().to_string();
@@ -562,14 +596,14 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let _ = std::fs::remove_dir_all(dir);
+        crate::store::test_cleanup(&dir);
     }
 
     #[test]
     fn key_and_clients_survive_a_round_trip() {
         let svc = nginx(false);
         let dir = tmp("roundtrip");
-        let store = Store::open(&dir).expect("store");
+        let store = crate::store::test_store(&dir);
         let mut st = load(&store, &svc).expect("load");
         assert!(st.address().is_none());
         let addr = st.ensure_key().expect("key").onion_address();
@@ -591,14 +625,14 @@ mod tests {
         let p = plan(&svc, &back).expect("plan");
         assert_eq!(p.publish.client_auth.len(), 2);
         assert_eq!(p.publish.service_id, addr.without_suffix());
-        let _ = std::fs::remove_dir_all(dir);
+        crate::store::test_cleanup(&dir);
     }
 
     #[test]
     fn a_file_from_before_schema_versions_is_migrated() {
         let svc = nginx(false);
         let dir = tmp("v0");
-        let store = Store::open(&dir).expect("store");
+        let store = crate::store::test_store(&dir);
         let sdir = dir.join("services/nginx");
         std::fs::create_dir_all(&sdir).expect("mkdir");
         let key = ServiceKey::generate().expect("key");
@@ -621,14 +655,14 @@ mod tests {
         );
         let again = load(&store, &svc).expect("load v1");
         assert_eq!(again.address(), Some(key.onion_address()));
-        let _ = std::fs::remove_dir_all(dir);
+        crate::store::test_cleanup(&dir);
     }
 
     #[test]
     fn plan_ids_follow_what_matters() {
         let svc = nginx(false);
         let dir = tmp("plan");
-        let store = Store::open(&dir).expect("store");
+        let store = crate::store::test_store(&dir);
         let mut st = load(&store, &svc).expect("load");
         st.ensure_key().expect("key");
         st.ensure_first_client("nginx").expect("first");
@@ -647,7 +681,7 @@ mod tests {
         let c = plan(&svc, &st).expect("plan");
         assert_ne!(b.start_id, c.start_id, "an option restarts the service");
         assert_eq!(b.publish_id, c.publish_id);
-        let _ = std::fs::remove_dir_all(dir);
+        crate::store::test_cleanup(&dir);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::vhost::VhostVsock;
 use crate::vmm::{Backend, Disk, Identity, Nic, NicLink, Vm, VmSpec};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tails_proto::msg::{ExecOutput, TorConfig, TorNetwork, TorProgress};
@@ -140,10 +140,14 @@ pub struct Stack {
     nft: std::path::PathBuf,
     /// What the host table was made from, and what it read back as once
     /// loaded (the watchdog compares against it).
-    firewall: tails_nft::host::Params,
-    baseline: Vec<serde_json::Value>,
+    /// Behind one lock: the relay ports change them while the stack runs,
+    /// and the watchdog must never compare a table against the other one's
+    /// baseline.
+    firewall: std::sync::Mutex<(tails_nft::host::Params, Vec<serde_json::Value>)>,
     /// The host firewall's watchdog, while the stack runs.
     watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The VMs' disks in the persistent store.
+    pub disks: DataDisks,
 }
 
 /// A part of the stack that can die on its own.
@@ -234,6 +238,98 @@ pub struct StateFile {
     /// What the host table is made from (loaded again at a takeover).
     #[serde(default)]
     pub firewall: Option<tails_nft::host::Params>,
+    /// The VMs' disks in the persistent store.
+    #[serde(default)]
+    pub disks: DataDisks,
+}
+
+/// The VMs' disks in the unlocked persistent store, if the stack has them:
+/// the App VM's data (the persistent paths of services with persistence
+/// on) and the Tor VM's state (tor's DataDirectory, its guards).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDisks {
+    pub appvm: Option<PathBuf>,
+    pub torvm: Option<PathBuf>,
+}
+
+/// Size of the Tor VM's state disk (tor's state is a few KiB; its cached
+/// directory documents a few MiB).
+pub const TORVM_DISK_MIB: u64 = 32;
+/// Room left free in the store beside the disks (the services' state files).
+const STORE_MARGIN_MIB: u64 = 16;
+/// The smallest App VM data disk worth making.
+const MIN_APPVM_DISK_MIB: u64 = 32;
+
+impl DataDisks {
+    /// `vm`'s disk, if the stack has it.
+    pub fn of(&self, role: Role) -> Option<&Path> {
+        match role {
+            Role::Appvm => self.appvm.as_deref(),
+            Role::Torvm => self.torvm.as_deref(),
+        }
+    }
+
+    /// Make each disk that is missing (allocated in full, so that the guest
+    /// never meets a full store in the middle of a write: the Tor VM's
+    /// first, the App VM's takes the rest of the store), and give each to its
+    /// VM's QEMU user (0600).
+    fn prepare(&self, users: &Users) -> Result<(), UpError> {
+        for role in [Role::Torvm, Role::Appvm] {
+            let Some(path) = self.of(role) else { continue };
+            if let Some(dir) = path.parent() {
+                mkdir(dir, (0, 0), 0o700)?;
+            }
+            if !path.exists() {
+                let mib = match role {
+                    Role::Torvm => TORVM_DISK_MIB,
+                    Role::Appvm => {
+                        let dir = path.parent().unwrap_or(Path::new("/"));
+                        let st = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+                            UpError::Precondition(format!("{}: {e}", dir.display()))
+                        })?;
+                        let free = (st.blocks_available() as u64 * st.fragment_size() as u64) >> 20;
+                        let mib = free.saturating_sub(STORE_MARGIN_MIB);
+                        if mib < MIN_APPVM_DISK_MIB {
+                            return Err(UpError::Precondition(format!(
+                                "the persistent store has {free} MiB free, too little for the App VM's disk: make a larger one"
+                            )));
+                        }
+                        mib
+                    }
+                };
+                make_disk(path, mib)?;
+            }
+            let owner = users.vm(role);
+            std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(io_err(path))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(path))?;
+        }
+        Ok(())
+    }
+}
+
+/// A new disk file of `mib` MiB, allocated (zeros), made under a temporary
+/// name: a cut creation leaves no half-made disk under the real one.
+fn make_disk(path: &Path, mib: u64) -> Result<(), UpError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("img.new");
+    let _ = std::fs::remove_file(&tmp);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    let len =
+        i64::try_from(mib << 20).map_err(|_| UpError::Precondition("disk too large".into()))?;
+    nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, len)
+        .map_err(|e| io_err(&tmp)(e.into()))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    crate::log(format!("made {} ({mib} MiB)", path.display()));
+    Ok(())
 }
 
 /// One VM's QEMU in the state file.
@@ -292,6 +388,7 @@ pub fn vm_groups(accel: Accel) -> Vec<u32> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spec(
     role: Role,
     paths: &Paths,
@@ -300,9 +397,10 @@ fn spec(
     owner: (u32, u32),
     link: NicLink,
     uplink: bool,
+    data: Option<&Path>,
 ) -> VmSpec {
     let name = role.name();
-    let (memory_mib, initrd, disks, mac, uuid) = match role {
+    let (memory_mib, initrd, mut disks, mac, uuid) = match role {
         Role::Torvm => (
             192,
             images.torvm_initramfs.clone(),
@@ -322,6 +420,17 @@ fn spec(
             "5c1d2c2a-6f1e-4d39-9a7c-0d0000000002",
         ),
     };
+    if let Some(path) = data {
+        disks.push(Disk {
+            path: path.to_owned(),
+            read_only: false,
+            serial: match role {
+                Role::Appvm => tails_proto::msg::APPVM_DATA_SERIAL,
+                Role::Torvm => tails_proto::msg::TORVM_STATE_SERIAL,
+            }
+            .into(),
+        });
+    }
     VmSpec {
         name: name.into(),
         uid: owner.0,
@@ -465,6 +574,7 @@ async fn wait_ready(
 
 impl Stack {
     /// Bring the stack up. On error everything started so far is stopped.
+    #[allow(clippy::too_many_arguments)]
     pub async fn up(
         paths: &Paths,
         backend: Box<dyn Backend>,
@@ -472,6 +582,7 @@ impl Stack {
         vhost_bin: &Path,
         accel: Accel,
         uplink: Uplink,
+        disks: DataDisks,
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
         let Uplink { tor, upstreams } = uplink;
@@ -488,6 +599,8 @@ impl Stack {
             // Each in an empty network namespace too: this is the second wall.
             no_inet_uids: vec![users.appvm.0, users.vsock_torvm.0, users.vsock_appvm.0],
             upstreams,
+            relay_localhost: Vec::new(),
+            relay_lan: Vec::new(),
         };
         let baseline = load_firewall(&params, &nft)?;
         let fenced = Self::up_fenced(
@@ -500,6 +613,7 @@ impl Stack {
             nft.clone(),
             (params, baseline),
             users,
+            disks,
             progress,
         );
         match fenced.await {
@@ -524,8 +638,13 @@ impl Stack {
         nft: std::path::PathBuf,
         (firewall, baseline): (tails_nft::host::Params, Vec<serde_json::Value>),
         users: Users,
+        disks: DataDisks,
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
+        if disks != DataDisks::default() {
+            progress("opening the VMs' disks in the persistent store".into());
+            disks.prepare(&users)?;
+        }
         mkdir(&paths.log, (0, 0), 0o700)?;
         mkdir(&paths.vsock_dir(), (0, 0), 0o711)?;
         mkdir(&paths.jail_dir(), (0, 0), 0o700)?;
@@ -558,9 +677,9 @@ impl Stack {
             accel,
             tor,
             nft,
-            firewall,
-            baseline,
+            firewall: std::sync::Mutex::new((firewall, baseline)),
             watch: std::sync::Mutex::new(None),
+            disks,
         };
         match stack.launch(progress).await {
             Ok(()) => Ok(stack),
@@ -635,9 +754,9 @@ impl Stack {
             accel,
             tor: file.tor.clone(),
             nft: crate::firewall::nft(),
-            firewall,
-            baseline,
+            firewall: std::sync::Mutex::new((firewall, baseline)),
             watch: std::sync::Mutex::new(None),
+            disks: file.disks.clone(),
         };
         stack.write_state();
         Ok(stack)
@@ -713,6 +832,7 @@ impl Stack {
                 self.users.vm(role),
                 link,
                 self.tor.is_some(),
+                self.disks.of(role),
             ))?)
         });
         let vm: Arc<dyn Vm> = match launched {
@@ -900,7 +1020,8 @@ impl Stack {
             members,
             accel: Some(self.accel),
             tor: self.tor.clone(),
-            firewall: Some(self.firewall.clone()),
+            firewall: Some(lock(&self.firewall).0.clone()),
+            disks: self.disks.clone(),
         };
         if let Err(e) = crate::store::write_json(&self.paths.state_file(), &st) {
             crate::log(format!("cannot write the stack's state file: {e}"));
@@ -1112,8 +1233,9 @@ impl Stack {
     /// `Ok` while the host table is loaded exactly as it was; what happened
     /// to it otherwise, in words.
     pub fn firewall_intact(&self) -> Result<(), String> {
+        let fw = lock(&self.firewall);
         match tails_nft::list(tails_nft::host::FAMILY, tails_nft::host::TABLE, &self.nft) {
-            Ok(Some(info)) if tails_nft::fingerprint(&info) == self.baseline => Ok(()),
+            Ok(Some(info)) if tails_nft::fingerprint(&info) == fw.1 => Ok(()),
             Ok(Some(_)) => Err("was changed".into()),
             Ok(None) => Err("was removed".into()),
             Err(e) => Err(format!("cannot be read ({e})")),
@@ -1122,7 +1244,27 @@ impl Stack {
 
     /// Load the host table again, as it was made at `up`.
     pub fn restore_firewall(&self) -> Result<(), String> {
-        crate::firewall::apply(&self.firewall, &self.nft).map_err(|e| e.to_string())
+        let fw = lock(&self.firewall);
+        crate::firewall::apply(&fw.0, &self.nft).map_err(|e| e.to_string())
+    }
+
+    /// The ports the host's relay listens on (allow-localhost on loopback,
+    /// allow-lan on the local network): the host table accepts them only
+    /// from there. Loaded (and the watchdog's baseline taken) before a
+    /// listener opens, and after the last one closed.
+    pub fn set_relay_ports(&self, localhost: Vec<u16>, lan: Vec<u16>) -> Result<(), UpError> {
+        let mut fw = lock(&self.firewall);
+        if fw.0.relay_localhost == localhost && fw.0.relay_lan == lan {
+            return Ok(());
+        }
+        let mut params = fw.0.clone();
+        params.relay_localhost = localhost;
+        params.relay_lan = lan;
+        let baseline = tokio::task::block_in_place(|| load_firewall(&params, &self.nft))?;
+        *fw = (params, baseline);
+        drop(fw);
+        self.write_state();
+        Ok(())
     }
 
     /// Freeze every running VM (QMP `stop`), both at once.

@@ -2,9 +2,14 @@
 //!
 //! - `<state>/lock`: held (flock) by the daemon for as long as it runs, so a
 //!   second daemon cannot write the same state at the same time.
-//! - `<state>/services/<name>/state.json`: one service's options, onion key
-//!   and authorized clients (0600, in 0700 directories).
 //! - `<state>/settings.json`: host-wide settings (autostart at boot).
+//! - `services/<name>/state.json`: one service's options, onion key and
+//!   authorized clients (0600, in 0700 directories), in one of two places,
+//!   by its `persistence` option: the persistent store's mount (on: kept,
+//!   encrypted, across reboots) or the amnesic directory, a tmpfs of its
+//!   own beside the runtime directory (off: gone when the host reboots).
+//!   Never both: a save removes the other copy. Files from before (plain,
+//!   under `<state>/services/`) are read until the next save moves them.
 //!
 //! Every file carries a schema version and is written whole and durably:
 //! a temporary file in the same directory, fsync, rename over the old one,
@@ -45,6 +50,14 @@ pub enum StoreError {
     Damaged { path: String, reason: String },
     #[error("{path} has schema {found}, newer than this tails-server reads ({SCHEMA}): update tails-server")]
     Schema { path: String, found: u32 },
+    #[error("{service} is kept in the persistent store, which is {}: `tails-server persistence {}` first; nothing was changed", if *.missing { "not made yet" } else { "locked" }, if *.missing { "create" } else { "unlock" })]
+    StoreLocked { service: String, missing: bool },
+    #[error("cannot make the memory-backed state directory {path}: {source}")]
+    Tmpfs {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -181,12 +194,76 @@ pub fn write_json<T: Serialize>(path: &Path, body: &T) -> Result<(), StoreError>
     write_private(path, &bytes)
 }
 
+/// The persistent store, as the daemon last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persistent {
+    /// There is none.
+    Missing,
+    Locked,
+    /// Unlocked, mounted here.
+    Unlocked(PathBuf),
+}
+
+/// Where a service's state file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Persistent(PathBuf),
+    Amnesic(PathBuf),
+    /// Plain, from before.
+    Legacy(PathBuf),
+}
+
+impl Location {
+    pub fn path(&self) -> &Path {
+        match self {
+            Location::Persistent(p) | Location::Amnesic(p) | Location::Legacy(p) => p,
+        }
+    }
+}
+
 /// The state directory, locked for this process.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// The services' amnesic state (a tmpfs).
+    amnesic: PathBuf,
+    persistent: Persistent,
     /// Held open (and flock'ed) for as long as the store lives.
     _lock: File,
+}
+
+/// Largest amnesic state (a service's file is a few KiB).
+const AMNESIC_SIZE: &str = "size=8m";
+
+/// Is `p` a mount point (from /proc/self/mountinfo)?
+pub fn is_mount_point(p: &Path) -> bool {
+    let p = p.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+/// Make `dir` a tmpfs of its own (root's, 0700, nosuid, nodev, noexec,
+/// 8 MiB) unless it is one already: what is written there never reaches a
+/// disk (swap aside), and is gone when the host reboots.
+pub fn memory_dir(dir: &Path) -> Result<(), StoreError> {
+    private_dir(dir, 0o700)?;
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=0700,{AMNESIC_SIZE}").as_str()),
+    )
+    .map_err(|source| StoreError::Tmpfs {
+        path: dir.display().to_string(),
+        source,
+    })
 }
 
 /// Take an exclusive lock on `path` (created 0600 if missing) for as long
@@ -221,12 +298,18 @@ pub fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
 
 impl Store {
     /// Take the state directory `dir` (made 0700 if needed) for this
-    /// process; fails if another process holds it.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    /// process, with `amnesic` as the services' memory-backed directory
+    /// (see [`memory_dir`]); fails if another process holds it. The
+    /// persistent store is [`Persistent::Missing`] until
+    /// [`Store::set_persistent`] says otherwise.
+    pub fn open(dir: &Path, amnesic: &Path) -> Result<Store, StoreError> {
         private_dir(dir, 0o700)?;
         let f = lock_exclusive(&dir.join("lock"))?;
+        memory_dir(amnesic)?;
         Ok(Store {
             dir: dir.to_owned(),
+            amnesic: amnesic.to_owned(),
+            persistent: Persistent::Missing,
             _lock: f,
         })
     }
@@ -235,9 +318,48 @@ impl Store {
         &self.dir
     }
 
-    /// `<state>/services/<name>/state.json`.
+    /// What the persistent store is now (the daemon says so as it locks and
+    /// unlocks it).
+    pub fn set_persistent(&mut self, p: Persistent) {
+        self.persistent = p;
+    }
+
+    pub fn persistent(&self) -> &Persistent {
+        &self.persistent
+    }
+
+    fn file_in(root: &Path, name: &str) -> PathBuf {
+        root.join("services").join(name).join("state.json")
+    }
+
+    /// Where `name`'s state file is: the persistent store (if unlocked),
+    /// the amnesic directory, the plain one from before; `None`: nowhere.
+    pub fn locate(&self, name: &str) -> Option<Location> {
+        let mut places = Vec::new();
+        if let Persistent::Unlocked(m) = &self.persistent {
+            places.push(Location::Persistent(Self::file_in(m, name)));
+        }
+        places.push(Location::Amnesic(Self::file_in(&self.amnesic, name)));
+        places.push(Location::Legacy(Self::file_in(&self.dir, name)));
+        places
+            .into_iter()
+            .find(|l| std::fs::symlink_metadata(l.path()).is_ok())
+    }
+
+    /// `name`'s state file where it is, or where an amnesic one would go.
     pub fn service_file(&self, name: &str) -> PathBuf {
-        self.dir.join("services").join(name).join("state.json")
+        self.locate(name)
+            .map(|l| l.path().to_owned())
+            .unwrap_or_else(|| Self::file_in(&self.amnesic, name))
+    }
+
+    /// The error for a service that has no file: it may be in the locked
+    /// store (`None` when it cannot be).
+    pub fn maybe_locked_away(&self, name: &str) -> Option<StoreError> {
+        (self.persistent == Persistent::Locked).then(|| StoreError::StoreLocked {
+            service: name.to_owned(),
+            missing: false,
+        })
     }
 
     /// Read a service's file; `None` if it has none yet.
@@ -253,14 +375,66 @@ impl Store {
         read_versioned(&self.service_file(name))
     }
 
-    /// Write a service's file (its directories 0700).
-    pub fn write_service<T: Serialize>(&self, name: &str, body: &T) -> Result<(), StoreError> {
-        let path = self.service_file(name);
-        private_dir(&self.dir.join("services"), 0o700)?;
+    /// The services whose state is in the unlocked persistent store.
+    pub fn persistent_services(&self) -> Vec<String> {
+        let Persistent::Unlocked(m) = &self.persistent else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = std::fs::read_dir(m.join("services"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("state.json").is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Write a service's file (its directories 0700) in the persistent
+    /// store or the amnesic directory, then remove any other copy of it.
+    pub fn write_service<T: Serialize>(
+        &self,
+        name: &str,
+        body: &T,
+        persistent: bool,
+    ) -> Result<(), StoreError> {
+        let root = if persistent {
+            match &self.persistent {
+                Persistent::Unlocked(m) => m.clone(),
+                other => {
+                    return Err(StoreError::StoreLocked {
+                        service: name.to_owned(),
+                        missing: *other == Persistent::Missing,
+                    })
+                }
+            }
+        } else {
+            self.amnesic.clone()
+        };
+        let path = Self::file_in(&root, name);
+        private_dir(&root.join("services"), 0o700)?;
         if let Some(d) = path.parent() {
             private_dir(d, 0o700)?;
         }
-        write_json(&path, body)
+        write_json(&path, body)?;
+        let mut others = vec![self.dir.clone()];
+        if persistent {
+            others.push(self.amnesic.clone());
+        } else if let Persistent::Unlocked(m) = &self.persistent {
+            others.push(m.clone());
+        }
+        for other in others {
+            let f = Self::file_in(&other, name);
+            if let Some(d) = f.parent().filter(|d| d.exists()) {
+                std::fs::remove_dir_all(d).map_err(io("remove", d))?;
+                File::open(other.join("services"))
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("sync", &other))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn settings_file(&self) -> PathBuf {
@@ -276,6 +450,20 @@ impl Store {
     }
 }
 
+/// For tests: a store in `dir` with its amnesic tmpfs in `dir/amnesic`.
+#[cfg(test)]
+pub(crate) fn test_store(dir: &Path) -> Store {
+    #[allow(clippy::expect_used)]
+    Store::open(dir, &dir.join("amnesic")).expect("store")
+}
+
+/// For tests: unmount what [`test_store`] mounted and remove `dir`.
+#[cfg(test)]
+pub(crate) fn test_cleanup(dir: &Path) {
+    let _ = nix::mount::umount(&dir.join("amnesic"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +473,14 @@ mod tests {
         let d = std::env::temp_dir().join(format!("ts-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    fn open(d: &Path) -> Store {
+        test_store(d)
+    }
+
+    fn unmount_test(d: &Path) {
+        test_cleanup(d)
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -319,27 +515,27 @@ mod tests {
     #[test]
     fn a_second_store_on_the_same_dir_is_refused() {
         let d = tmp("lock");
-        let first = Store::open(&d).expect("first");
-        let e = Store::open(&d).expect_err("second");
+        let first = Store::open(&d, &d.join("amnesic")).expect("first");
+        let e = Store::open(&d, &d.join("amnesic")).expect_err("second");
         assert!(
             matches!(e, StoreError::Locked { pid: Some(p), .. } if p == std::process::id()),
             "{e}"
         );
         assert!(e.to_string().contains("holds the lock"), "{e}");
         drop(first);
-        Store::open(&d).expect("free again once the first is gone");
-        let _ = std::fs::remove_dir_all(d);
+        Store::open(&d, &d.join("amnesic")).expect("free again once the first is gone");
+        unmount_test(&d);
     }
 
     #[test]
     fn writes_are_whole_private_and_versioned() {
         let d = tmp("write");
-        let s = Store::open(&d).expect("open");
+        let s = open(&d);
         let t = Thing {
             n: 7,
             s: "x".into(),
         };
-        s.write_service("nginx", &t).expect("write");
+        s.write_service("nginx", &t, false).expect("write");
         let path = s.service_file("nginx");
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
@@ -356,14 +552,15 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
-        let _ = std::fs::remove_dir_all(d);
+        unmount_test(&d);
     }
 
     #[test]
     fn damaged_files_are_named_and_left_alone() {
         let d = tmp("damaged");
-        let s = Store::open(&d).expect("open");
-        s.write_service("nginx", &Thing::default()).expect("write");
+        let s = open(&d);
+        s.write_service("nginx", &Thing::default(), false)
+            .expect("write");
         let path = s.service_file("nginx");
         let full = std::fs::read(&path).expect("read");
         for (what, bytes) in [
@@ -392,6 +589,67 @@ mod tests {
         std::fs::write(&path, b"{\"schema\":99,\"n\":1,\"s\":\"\"}").expect("newer");
         let e = s.read_service::<Thing>("nginx").expect_err("newer");
         assert!(matches!(e, StoreError::Schema { found: 99, .. }), "{e}");
-        let _ = std::fs::remove_dir_all(d);
+        unmount_test(&d);
+    }
+
+    #[test]
+    fn a_service_is_kept_in_one_place_by_its_persistence() {
+        let d = tmp("places");
+        let mut s = open(&d);
+        let amnesic = d.join("amnesic");
+        assert!(
+            is_mount_point(&amnesic),
+            "the amnesic directory is a tmpfs of its own"
+        );
+        let fstype = std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(amnesic.to_str().expect("utf-8")))
+            .map(|l| l.split(" - ").nth(1).unwrap_or("").to_owned())
+            .expect("its line");
+        assert!(fstype.starts_with("tmpfs "), "{fstype}");
+        let t = Thing {
+            n: 1,
+            s: "a".into(),
+        };
+        // No store: a persistent save is refused and changes nothing.
+        let e = s.write_service("web", &t, true).expect_err("no store");
+        assert!(e.to_string().contains("persistence create"), "{e}");
+        assert_eq!(s.locate("web"), None);
+        // A file from before, plain under the state directory, is read
+        // where it is, and moved by the next save.
+        let legacy = d.join("services/web/state.json");
+        std::fs::create_dir_all(d.join("services/web")).expect("mkdir");
+        write_json(&legacy, &t).expect("legacy");
+        assert_eq!(s.locate("web"), Some(Location::Legacy(legacy.clone())));
+        assert_eq!(s.read_service::<Thing>("web").expect("read"), Some(t));
+        let t2 = Thing {
+            n: 2,
+            s: "b".into(),
+        };
+        s.write_service("web", &t2, false).expect("amnesic");
+        assert!(!legacy.exists(), "the plain copy is gone");
+        let in_memory = amnesic.join("services/web/state.json");
+        assert_eq!(s.locate("web"), Some(Location::Amnesic(in_memory.clone())));
+        // Locked: a service without a file may be in the store.
+        s.set_persistent(Persistent::Locked);
+        assert!(s.maybe_locked_away("chat").is_some());
+        let e = s.write_service("web", &t2, true).expect_err("locked");
+        assert!(e.to_string().contains("persistence unlock"), "{e}");
+        assert!(in_memory.exists(), "nothing changed");
+        // Unlocked: persistence on moves it into the store, off moves it back.
+        let mount = d.join("store");
+        s.set_persistent(Persistent::Unlocked(mount.clone()));
+        s.write_service("web", &t2, true).expect("into the store");
+        let kept = mount.join("services/web/state.json");
+        assert_eq!(s.locate("web"), Some(Location::Persistent(kept.clone())));
+        assert!(!in_memory.exists(), "not in memory any more");
+        assert_eq!(s.persistent_services(), ["web"]);
+        s.write_service("web", &t2, false)
+            .expect("out of the store");
+        assert!(!kept.exists(), "removed from the store");
+        assert!(s.persistent_services().is_empty());
+        assert_eq!(s.read_service::<Thing>("web").expect("read"), Some(t2));
+        unmount_test(&d);
     }
 }

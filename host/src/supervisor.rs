@@ -155,6 +155,22 @@ pub struct Supervisor {
     /// A dead daemon's host table was kept at start (fail closed while the
     /// stack was to come back): remove it if the stack is not to run.
     orphan_table: Mutex<bool>,
+    /// The host's listeners of services with allow-localhost or allow-lan.
+    relays: tokio::sync::Mutex<BTreeMap<String, ServiceRelays>>,
+}
+
+/// What a service's relay is: its target port, and from where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayWant {
+    pub port: u16,
+    pub localhost: bool,
+    pub lan: bool,
+}
+
+/// The relays of one service.
+struct ServiceRelays {
+    want: RelayWant,
+    relays: Vec<crate::relay::Relay>,
 }
 
 fn record_incident(record: &Mutex<Record>, what: String) {
@@ -214,7 +230,85 @@ impl Supervisor {
             progress,
             started: SystemTime::now(),
             orphan_table: Mutex::new(false),
+            relays: tokio::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Make `name`'s relays what `want` says (`None`, or neither scope: no
+    /// relay). The host table learns a port before its listener opens and
+    /// forgets it after it closed.
+    async fn sync_relays(
+        &self,
+        stack: &Stack,
+        name: &str,
+        want: Option<RelayWant>,
+    ) -> Result<(), DaemonError> {
+        use crate::relay::{Relay, Scope};
+        let want = want.filter(|w| w.localhost || w.lan);
+        let mut all = self.relays.lock().await;
+        if all.get(name).map(|r| r.want) == want {
+            return Ok(());
+        }
+        if let Some(old) = all.remove(name) {
+            for r in old.relays {
+                r.stop().await;
+            }
+        }
+        let table = |all: &BTreeMap<String, ServiceRelays>, extra: Option<RelayWant>| {
+            let wants: Vec<RelayWant> = all.values().map(|r| r.want).chain(extra).collect();
+            let ports = |f: fn(&RelayWant) -> bool| {
+                let mut v: Vec<u16> = wants.iter().filter(|w| f(w)).map(|w| w.port).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            stack.set_relay_ports(ports(|w| w.localhost), ports(|w| w.lan))
+        };
+        let Some(w) = want else {
+            table(&all, None).map_err(|e| DaemonError::Up(Box::new(e)))?;
+            return Ok(());
+        };
+        table(&all, Some(w)).map_err(|e| DaemonError::Up(Box::new(e)))?;
+        let uds = self.paths.vsock_uds("appvm");
+        let mut relays = Vec::new();
+        let started = async {
+            if w.localhost {
+                relays.push(Relay::start(Scope::Localhost, &[], w.port, uds.clone()).await?);
+            }
+            if w.lan {
+                let addrs = crate::relay::lan_addresses().map_err(|source| {
+                    crate::relay::RelayError::Listen {
+                        addr: std::net::SocketAddr::from(([0, 0, 0, 0], w.port)),
+                        source,
+                    }
+                })?;
+                relays.push(Relay::start(Scope::Lan, &addrs, w.port, uds).await?);
+            }
+            Ok::<(), crate::relay::RelayError>(())
+        }
+        .await;
+        match started {
+            Ok(()) => {
+                crate::log(format!(
+                    "{name}: reachable on port {} from {}",
+                    w.port,
+                    match (w.localhost, w.lan) {
+                        (true, true) => "this computer and the local network",
+                        (true, false) => "this computer",
+                        _ => "the local network",
+                    }
+                ));
+                all.insert(name.to_owned(), ServiceRelays { want: w, relays });
+                Ok(())
+            }
+            Err(e) => {
+                for r in relays {
+                    r.stop().await;
+                }
+                let _ = table(&all, None);
+                Err(DaemonError::Relay(e))
+            }
+        }
     }
 
     pub fn paths(&self) -> &Paths {
@@ -627,7 +721,7 @@ impl Supervisor {
         // `down` wins over a start in progress (VM boots, tor's bootstrap):
         // the start is dropped and what it had started is stopped.
         let started = tokio::select! {
-            r = start_stack(&self.paths, &want, &say) => Some(r),
+            r = start_stack(&self.paths, &want, self.data_disks().await, &say) => Some(r),
             _ = self.stack_unwanted() => None,
         };
         let Some(started) = started else {
@@ -679,6 +773,23 @@ impl Supervisor {
     }
 
     /// Returns once the stack is no longer asked for.
+    /// The disks a stack starting now gets: none with the persistent store
+    /// locked; else the App VM's data disk, and the Tor VM's state disk once
+    /// a service is persistent (or the Tor VM has one already): its guards
+    /// then outlive a reboot, as a long-lived service needs.
+    async fn data_disks(&self) -> crate::stack::DataDisks {
+        let store = self.store.lock().await;
+        if !matches!(store.persistent(), crate::store::Persistent::Unlocked(_)) {
+            return Default::default();
+        }
+        let torvm = self.paths.vm_disk("torvm");
+        let keep_tor = !store.persistent_services().is_empty() || torvm.exists();
+        crate::stack::DataDisks {
+            appvm: Some(self.paths.vm_disk("appvm")),
+            torvm: keep_tor.then_some(torvm),
+        }
+    }
+
     async fn stack_unwanted(&self) {
         while lock(&self.desired).stack.is_some() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -773,6 +884,9 @@ impl Supervisor {
 
     /// Remove `name`'s onion service and stop it; forget it.
     async fn take_down(&self, stack: &Stack, name: &str) {
+        if let Err(e) = self.sync_relays(stack, name, None).await {
+            crate::log(format!("{name}: closing its relay: {e}"));
+        }
         let live = lock(&self.live).remove(name).unwrap_or_default();
         if let Some(sid) = &live.published {
             if let Err(e) = stack.remove_onion(sid).await {
@@ -878,11 +992,34 @@ impl Supervisor {
             .catalog
             .get(name)
             .ok_or_else(|| DaemonError::UnknownService(name.to_owned()))?;
-        let plan: Plan = {
+        let (plan, relay): (Plan, RelayWant) = {
             let store = self.store.lock().await;
             let st = services::load(&store, svc)?;
-            services::plan(svc, &st)?
+            let on = |o| {
+                matches!(
+                    st.values.get(o),
+                    Some(tails_catalog::OptionValue::Bool(true))
+                )
+            };
+            let relay = RelayWant {
+                port: svc.default_target_port(),
+                localhost: on(tails_catalog::ALLOW_LOCALHOST_OPTION),
+                lan: on(tails_catalog::ALLOW_LAN_OPTION),
+            };
+            (services::plan(svc, &st)?, relay)
         };
+        self.apply_planned(stack, name, plan).await?;
+        // Once it runs: the relay reaches it.
+        self.sync_relays(stack, name, Some(relay)).await
+    }
+
+    /// Start and publish `name` as `plan` says, where it differs from what runs.
+    async fn apply_planned(
+        &self,
+        stack: &Arc<Stack>,
+        name: &str,
+        plan: Plan,
+    ) -> Result<(), DaemonError> {
         let live = lock(&self.live).get(name).cloned().unwrap_or_default();
         let need_start = !live.running || live.start_id != Some(plan.start_id);
         let need_publish = live.published.is_none() || live.publish_id != Some(plan.publish_id);
@@ -977,8 +1114,10 @@ impl Supervisor {
 pub async fn start_stack(
     paths: &Paths,
     want: &StackWant,
+    disks: crate::stack::DataDisks,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Stack, DaemonError> {
+    let keep_state = disks.torvm.is_some();
     let qemu =
         find_program("qemu-system-x86_64").ok_or(DaemonError::Missing("qemu-system-x86_64"))?;
     let vhost =
@@ -994,6 +1133,7 @@ pub async fn start_stack(
         Network::Public => Some(TorConfig {
             network: TorNetwork::Public,
             bridges,
+            keep_state,
         }),
         Network::Local => {
             let cfg = tails_testnet::Config::default();
@@ -1004,6 +1144,7 @@ pub async fn start_stack(
             Some(TorConfig {
                 network: TorNetwork::Local { options },
                 bridges,
+                keep_state,
             })
         }
     };
@@ -1034,6 +1175,7 @@ pub async fn start_stack(
         &vhost,
         accel,
         crate::stack::Uplink { tor, upstreams },
+        disks,
         progress,
     )
     .await
@@ -1064,7 +1206,7 @@ mod tests {
             store: dir.join("store.luks"),
         };
         std::fs::create_dir_all(&paths.runtime).expect("mkdir");
-        let store = Store::open(&paths.state).expect("store");
+        let store = crate::store::test_store(&paths.state);
         let sup = Supervisor::new(paths, Catalog::default(), store, Desired::default());
         (sup, dir)
     }
@@ -1114,6 +1256,7 @@ mod tests {
         assert!(r.stack.is_err(), "{r:?}");
         let late = sup.settle(2).await;
         assert!(late.gen == 2 && late.stack.is_ok());
+        crate::store::test_cleanup(&dir.join("state"));
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -1129,6 +1272,7 @@ mod tests {
         assert!(b > a);
         assert!(sup.desired().services.contains_key("nginx"));
         assert!(!sup.idle(), "an enabled service is something to supervise");
+        crate::store::test_cleanup(&dir.join("state"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -40,7 +40,7 @@ pub use progress::{NoProgress, Progress, TermProgress};
 /// Where images are cached unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/tails-server/images";
 /// Changes whenever the builder's output for the same inputs changes.
-pub const BUILDER_VERSION: &str = "tails-images 3";
+pub const BUILDER_VERSION: &str = "tails-images 4";
 /// The Debian suite everything comes from.
 pub const SUITE: &str = "bookworm";
 /// The kernel metapackage whose dependency is the kernel used.
@@ -58,13 +58,16 @@ pub const BASE_PACKAGES: &[&str] = &[
     "curl",
 ];
 /// Host packages whose files go into the Tor VM (their versions are part of the key).
-pub const HOST_PACKAGES: &[&str] = &["tor", "nftables", "busybox-static"];
+pub const HOST_PACKAGES: &[&str] = &["tor", "nftables", "busybox-static", "e2fsprogs"];
 /// busybox-static's binary on the host.
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
 /// tor on the host.
 pub const TOR_PATH: &str = "/usr/sbin/tor";
 /// nft on the host.
 pub const NFT_PATH: &str = "/usr/sbin/nft";
+/// e2fsprogs' programs the Tor VM's agent runs on its state disk (format a
+/// blank one, check one before mounting it).
+pub const E2FS_PATHS: &[&str] = &["/usr/sbin/mke2fs", "/usr/sbin/e2fsck"];
 /// The x86-64 dynamic loader, at the path binaries name as their interpreter.
 pub const DYNAMIC_LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 /// busybox applets linked in the Tor VM's /bin.
@@ -419,7 +422,7 @@ fn build_into(
         tor.symlink(&format!("bin/{applet}"), "busybox")?;
     }
     let mut libs = vec![PathBuf::from(DYNAMIC_LOADER)];
-    for bin in [TOR_PATH, NFT_PATH] {
+    for bin in [TOR_PATH, NFT_PATH].iter().chain(E2FS_PATHS) {
         progress.message(&format!("ldd {bin}"));
         tor.file_from(bin, Path::new(bin), 0o755)?;
         libs.extend(host::shared_libs(tools, Path::new(bin))?);
@@ -449,6 +452,11 @@ fn build_into(
         0o644,
     )?;
     tor.file("etc/hosts", b"127.0.0.1\tlocalhost\n".to_vec(), 0o644)?;
+    // mke2fs's profiles (the features of an ext4), from e2fsprogs.
+    let mke2fs_conf = Path::new("/etc/mke2fs.conf");
+    if mke2fs_conf.is_file() {
+        tor.file_from(&mke2fs_conf.to_string_lossy(), mke2fs_conf, 0o644)?;
+    }
     // tor's Debian defaults (the geoip files, in tor-geoipdb, are left out).
     let defaults = Path::new("/usr/share/tor/tor-service-defaults-torrc");
     if defaults.is_file() {

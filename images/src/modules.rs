@@ -33,10 +33,15 @@ pub const NET_MODULES: &[&str] = &[
 /// VM's clock offset).
 pub const RNG_MODULES: &[&str] = &["virtio_rng"];
 
+/// A persistent disk: the virtio disk and ext4 (the Tor VM's state, the App
+/// VM's data).
+pub const DISK_MODULES: &[&str] = &["virtio_blk", "ext4"];
+
 /// Root modules of the Tor VM.
 pub fn torvm_roots() -> Vec<&'static str> {
     let mut v = NET_MODULES.to_vec();
     v.extend(RNG_MODULES);
+    v.extend(DISK_MODULES);
     v
 }
 
@@ -45,7 +50,8 @@ pub fn torvm_roots() -> Vec<&'static str> {
 pub fn appvm_roots() -> Vec<&'static str> {
     let mut v = NET_MODULES.to_vec();
     v.extend(RNG_MODULES);
-    v.extend(["virtio_blk", "squashfs", "overlay"]);
+    v.extend(DISK_MODULES);
+    v.extend(["squashfs", "overlay"]);
     v
 }
 

@@ -301,3 +301,20 @@ pub(crate) fn jump(chain: &'static str) -> Statement<'static> {
         target: Cow::Borrowed(chain),
     })
 }
+
+// ---- added for the host's input chain (the relay's ports) ----
+
+/// `iifname != "<name>"`
+pub(crate) fn iifname_not(name: &str) -> Statement<'static> {
+    matches(meta(MetaKey::Iifname), Operator::NEQ, string(name))
+}
+
+/// `ip saddr != <expr>` (a value, a prefix or a set).
+pub(crate) fn ip_saddr_not(right: Expression<'static>) -> Statement<'static> {
+    matches(payload("ip", "saddr"), Operator::NEQ, right)
+}
+
+/// `ip6 saddr != <expr>`
+pub(crate) fn ip6_saddr_not(right: Expression<'static>) -> Statement<'static> {
+    matches(payload("ip6", "saddr"), Operator::NEQ, right)
+}

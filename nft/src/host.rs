@@ -9,6 +9,11 @@
 //! host is left alone: the output chain has policy accept and only judges
 //! packets of those users' sockets.
 //!
+//! The input chain (policy accept too) judges only the relay's ports
+//! (allow-localhost, allow-lan: see the host's `relay` module): a
+//! localhost-only port is reached only through lo, a LAN port only from
+//! local ranges. The relay checks its peers itself; this is the second wall.
+//!
 //! The table lives as long as the stack (`up` applies it before the Tor VM
 //! starts and refuses to go on if it cannot; `down` removes it). A daemon that
 //! dies leaves it in place: the QEMUs it leaves behind stay fenced in.
@@ -54,6 +59,23 @@ pub const BLOCKED_V6: &[(Ipv6Addr, u8)] = &[
     (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
     (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10),
     (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+];
+
+/// IPv4 sources a LAN relay port accepts: RFC 1918, link-local, loopback
+/// (not the ISP's shared address space).
+pub const LAN_V4: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+];
+
+/// IPv6 sources a LAN relay port accepts: unique-local, link-local, loopback.
+pub const LAN_V6: &[(Ipv6Addr, u8)] = &[
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+    (Ipv6Addr::LOCALHOST, 128),
 ];
 
 /// A network, `addr/len`.
@@ -143,14 +165,28 @@ pub struct Params {
     /// Networks the Tor VM's QEMU may reach although they are in a blocked
     /// range (the testnet's subnet, a LAN bridge). TCP only, like the rest.
     pub upstreams: Vec<Net>,
+    /// TCP ports the host's relay listens on for this computer only
+    /// (allow-localhost): reached only through lo.
+    #[serde(default)]
+    pub relay_localhost: Vec<u16>,
+    /// TCP ports the host's relay listens on for the local network
+    /// (allow-lan): reached only from [`LAN_V4`] / [`LAN_V6`]. A port in both
+    /// lists follows this rule (loopback is in those ranges).
+    #[serde(default)]
+    pub relay_lan: Vec<u16>,
 }
 
 /// The whole table as one batch of `add` commands.
 ///
 /// In nft's text form (tails-torvm 990, tails-appvm 991, tails-vsock 989,
-/// upstream 10.100.0.0/24):
+/// upstream 10.100.0.0/24, relay ports 8080 for this computer, 5222 for the
+/// LAN):
 /// ```text
 /// table inet tails_server {
+///   chain input { type filter hook input priority filter; policy accept;
+///     tcp dport 8080 iifname != "lo" counter drop
+///     tcp dport 5222 ip saddr != { 10.0.0.0/8, …, 127.0.0.0/8 } counter drop
+///     tcp dport 5222 ip6 saddr != { fc00::/7, fe80::/10, ::1 } counter drop }
 ///   chain output { type filter hook output priority filter; policy accept;
 ///     meta skuid { 991, 989 } counter drop
 ///     meta skuid 990 jump torvm }
@@ -168,6 +204,15 @@ pub struct Params {
 /// upstream network that contains a host address does not open the host.
 pub fn ruleset(p: &Params) -> Nftables<'static> {
     let mut t = TableBuilder::new(NfFamily::INet, TABLE);
+    t.chain(
+        "input",
+        Some(Base {
+            ty: NfChainType::Filter,
+            hook: NfHook::Input,
+            prio: PRIO_FILTER,
+            policy: NfChainPolicy::Accept,
+        }),
+    );
     t.chain(
         "output",
         Some(Base {
@@ -207,13 +252,62 @@ pub fn ruleset(p: &Params) -> Nftables<'static> {
         .collect();
     t.rule("torvm", vec![ip6_daddr_in(set(v6)), counter(), drop()]);
     t.rule("torvm", vec![accept()]);
+    relay_rules(&mut t, p);
     t.finish()
+}
+
+/// The input chain's rules for the relay's ports. Sorted and without
+/// duplicates; a rule whose port list is empty is left out (nft refuses an
+/// empty anonymous set).
+fn relay_rules(t: &mut TableBuilder, p: &Params) {
+    use std::collections::BTreeSet;
+    let lan: BTreeSet<u16> = p.relay_lan.iter().copied().collect();
+    let local_only: BTreeSet<u16> = p
+        .relay_localhost
+        .iter()
+        .copied()
+        .filter(|n| !lan.contains(n))
+        .collect();
+    let ports = |s: &BTreeSet<u16>| set(s.iter().map(|n| port(*n)).collect());
+    if !local_only.is_empty() {
+        t.rule(
+            "input",
+            vec![
+                tcp_dport_in(ports(&local_only)),
+                iifname_not("lo"),
+                counter(),
+                drop(),
+            ],
+        );
+    }
+    if !lan.is_empty() {
+        let v4 = LAN_V4.iter().map(|(a, l)| net((*a).into(), *l)).collect();
+        t.rule(
+            "input",
+            vec![
+                tcp_dport_in(ports(&lan)),
+                ip_saddr_not(set(v4)),
+                counter(),
+                drop(),
+            ],
+        );
+        let v6 = LAN_V6.iter().map(|(a, l)| net((*a).into(), *l)).collect();
+        t.rule(
+            "input",
+            vec![
+                tcp_dport_in(ports(&lan)),
+                ip6_saddr_not(set(v6)),
+                counter(),
+                drop(),
+            ],
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::m;
+    use crate::testutil::{m, payload};
     use serde_json::{json, Value};
 
     fn rules(v: &Value, chain: &str) -> Vec<Vec<Value>> {
@@ -225,6 +319,8 @@ mod tests {
             torvm_uid: 990,
             no_inet_uids: vec![991, 989],
             upstreams: vec!["10.100.0.0/24".parse().unwrap()],
+            relay_localhost: Vec::new(),
+            relay_lan: Vec::new(),
         }
     }
 
@@ -254,12 +350,15 @@ mod tests {
     fn output_chain_accepts_by_default_and_judges_only_our_users() {
         let v = serde_json::to_value(ruleset(&params())).unwrap();
         let chains = crate::testutil::chains(&v);
-        assert_eq!(chains.len(), 2);
-        assert_eq!(chains[0]["name"], "output");
-        assert_eq!(chains[0]["hook"], "output");
+        assert_eq!(chains.len(), 3);
+        assert_eq!(chains[0]["name"], "input");
+        assert_eq!(chains[0]["hook"], "input");
         assert_eq!(chains[0]["policy"], "accept");
-        assert_eq!(chains[1]["name"], "torvm");
-        assert!(chains[1].get("hook").is_none(), "torvm is a regular chain");
+        assert_eq!(chains[1]["name"], "output");
+        assert_eq!(chains[1]["hook"], "output");
+        assert_eq!(chains[1]["policy"], "accept");
+        assert_eq!(chains[2]["name"], "torvm");
+        assert!(chains[2].get("hook").is_none(), "torvm is a regular chain");
 
         let out = rules(&v, "output");
         assert_eq!(
@@ -342,6 +441,113 @@ mod tests {
         assert!(r
             .iter()
             .all(|rule| rule.last() != Some(&json!({"accept": null})) || rule.len() == 1));
+    }
+
+    #[test]
+    fn no_relay_port_leaves_the_input_chain_empty() {
+        let v = serde_json::to_value(ruleset(&params())).unwrap();
+        assert!(rules(&v, "input").is_empty());
+    }
+
+    #[test]
+    fn localhost_relay_ports_are_reached_only_through_lo() {
+        let mut p = params();
+        p.relay_localhost = vec![8080, 6667, 8080];
+        let v = serde_json::to_value(ruleset(&p)).unwrap();
+        assert_eq!(
+            rules(&v, "input"),
+            vec![vec![
+                payload("tcp", "dport", json!({"set": [6667, 8080]})),
+                m(json!({"meta": {"key": "iifname"}}), "!=", json!("lo")),
+                json!({"counter": null}),
+                json!({"drop": null}),
+            ]]
+        );
+    }
+
+    #[test]
+    fn lan_relay_ports_are_reached_only_from_local_ranges() {
+        let mut p = params();
+        p.relay_lan = vec![5222];
+        let v = serde_json::to_value(ruleset(&p)).unwrap();
+        let r = rules(&v, "input");
+        assert_eq!(r.len(), 2);
+        for rule in &r {
+            assert_eq!(rule[0], payload("tcp", "dport", json!(5222)));
+            assert_eq!(rule[1]["match"]["op"], "!=");
+            assert_eq!(rule[2..], [json!({"counter": null}), json!({"drop": null})]);
+        }
+        assert_eq!(r[0][1]["match"]["left"]["payload"]["protocol"], "ip");
+        assert_eq!(r[0][1]["match"]["left"]["payload"]["field"], "saddr");
+        let v4 = r[0][1]["match"]["right"]["set"].as_array().unwrap();
+        let v4: Vec<String> = v4
+            .iter()
+            .map(|n| {
+                format!(
+                    "{}/{}",
+                    n["prefix"]["addr"].as_str().unwrap(),
+                    n["prefix"]["len"]
+                )
+            })
+            .collect();
+        assert_eq!(
+            v4,
+            [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "169.254.0.0/16",
+                "127.0.0.0/8"
+            ]
+        );
+        assert!(
+            !json!(r).to_string().contains("100.64.0.0"),
+            "CGNAT is not the LAN"
+        );
+        assert_eq!(r[1][1]["match"]["left"]["payload"]["protocol"], "ip6");
+        assert_eq!(
+            r[1][1]["match"]["right"],
+            json!({"set": [
+                {"prefix": {"addr": "fc00::", "len": 7}},
+                {"prefix": {"addr": "fe80::", "len": 10}},
+                "::1"
+            ]})
+        );
+    }
+
+    #[test]
+    fn a_port_in_both_lists_follows_the_lan_rule() {
+        let mut p = params();
+        p.relay_localhost = vec![8080, 5222];
+        p.relay_lan = vec![5222, 64738];
+        let v = serde_json::to_value(ruleset(&p)).unwrap();
+        let r = rules(&v, "input");
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0][0], payload("tcp", "dport", json!(8080)));
+        assert_eq!(
+            r[0][1]["match"]["left"],
+            json!({"meta": {"key": "iifname"}})
+        );
+        for rule in &r[1..] {
+            assert_eq!(
+                rule[0],
+                payload("tcp", "dport", json!({"set": [5222, 64738]}))
+            );
+        }
+
+        // Only LAN ports: no lo rule at all.
+        p.relay_localhost = vec![5222];
+        let v = serde_json::to_value(ruleset(&p)).unwrap();
+        let r = rules(&v, "input");
+        assert_eq!(r.len(), 2);
+        assert!(!json!(r).to_string().contains("iifname"));
+    }
+
+    #[test]
+    fn params_without_relay_ports_still_parse() {
+        let old = json!({"torvm_uid": 990, "no_inet_uids": [991], "upstreams": []});
+        let p: Params = serde_json::from_value(old).unwrap();
+        assert!(p.relay_localhost.is_empty() && p.relay_lan.is_empty());
     }
 
     #[test]

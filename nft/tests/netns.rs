@@ -242,6 +242,8 @@ fn host_params(upstreams: &[&str]) -> tails_nft::host::Params {
         torvm_uid: TORVM_UID,
         no_inet_uids: vec![APPVM_UID],
         upstreams: upstreams.iter().map(|s| s.parse().expect("net")).collect(),
+        relay_localhost: Vec::new(),
+        relay_lan: Vec::new(),
     }
 }
 
@@ -264,7 +266,11 @@ const OTHER_UID: u32 = 64992;
 fn host_and_appvm_rulesets_check_apply_read_back_and_remove() {
     use tails_nft::{appvm, host, list, remove};
     let ns = Netns::new("hostapp");
-    let hrs = host::ruleset(&host_params(&["10.100.0.0/24"]));
+    let mut hp = host_params(&["10.100.0.0/24"]);
+    hp.relay_localhost = vec![8080, 5222];
+    hp.relay_lan = vec![5222, 64738];
+    let hrs = host::ruleset(&hp);
+    check(&host::ruleset(&host_params(&[])), &ns.nft()).expect("no relay port passes nft -c");
     let ars = appvm::ruleset(&appvm_params());
     check(&hrs, &ns.nft()).expect("host ruleset passes nft -c");
     check(&ars, &ns.nft()).expect("App VM ruleset passes nft -c");
@@ -287,6 +293,20 @@ fn host_and_appvm_rulesets_check_apply_read_back_and_remove() {
     println!("{text}");
     assert!(text.contains("meta skuid 64990 jump torvm"), "{text}");
     assert!(text.contains("ip daddr 10.100.0.0/24 accept"), "{text}");
+    assert!(
+        text.contains("tcp dport 8080 iifname != \"lo\" counter packets 0 bytes 0 drop"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tcp dport { 5222, 64738 } ip saddr != { 10.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16 } counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "tcp dport { 5222, 64738 } ip6 saddr != { ::1, fc00::/7, fe80::/10 } counter"
+        ),
+        "{text}"
+    );
     let a = list(appvm::FAMILY, appvm::TABLE, &ns.nft())
         .unwrap()
         .expect("App VM table");
@@ -434,4 +454,127 @@ fn host_ruleset_fences_the_qemu_users_for_real() {
     // Without the upstream, the testnet's subnet is a private range like any other.
     apply(&host::ruleset(&host_params(&[])), &a.nft()).expect("apply");
     assert!(!reaches(&a.name, t, "tcp", "10.100.0.2", 7000));
+}
+
+/// Like [`listen_in`], on `::` (IPv4 and IPv6).
+fn listen_any_in(ns: &str, port: u16) {
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let l = std::net::TcpListener::bind(("::", port)).expect("bind");
+        tx.send(()).expect("send");
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+        drop(l);
+    });
+    rx.recv().expect("listener ready");
+}
+
+#[test]
+fn host_input_chain_fences_the_relay_ports_for_real() {
+    use tails_nft::host;
+    // Namespace `b` is the host with the relay's ports; `a` is a peer that
+    // comes from a local range or, towards 192.168.77.2 and 2001:db8::2,
+    // from a public one.
+    let a = Netns::new("relay-a");
+    let b = Netns::new("relay-b");
+    let ip = |args: &str| {
+        let st = Command::new(ip_path())
+            .args(args.split_whitespace())
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip {args}");
+    };
+    let (va, vb) = (
+        format!("ra{}", std::process::id() % 100000),
+        format!("rb{}", std::process::id() % 100000),
+    );
+    let (na, nb) = (&a.name, &b.name);
+    ip(&format!(
+        "-n {na} link add {va} type veth peer name {vb} netns {nb}"
+    ));
+    for (ns, dev, addr) in [
+        (na, &va, "10.100.0.1/24"),
+        (na, &va, "203.0.113.1/24"),
+        (na, &va, "fd00:77::1/64 nodad"),
+        (na, &va, "2001:db8::1/64 nodad"),
+        (nb, &vb, "10.100.0.2/24"),
+        (nb, &vb, "192.168.77.2/24"),
+        (nb, &vb, "fd00:77::2/64 nodad"),
+        (nb, &vb, "2001:db8::2/64 nodad"),
+    ] {
+        ip(&format!("-n {ns} addr add {addr} dev {dev}"));
+    }
+    for (ns, dev) in [
+        (na, &va),
+        (nb, &vb),
+        (na, &"lo".to_string()),
+        (nb, &"lo".to_string()),
+    ] {
+        ip(&format!("-n {ns} link set {dev} up"));
+    }
+    // From a, 192.168.77.2 is reached from the public 203.0.113.1.
+    ip(&format!(
+        "-n {na} route add 192.168.77.0/24 via 10.100.0.2 src 203.0.113.1"
+    ));
+    ip(&format!("-n {nb} route add 203.0.113.0/24 via 10.100.0.1"));
+    let (lan, local_only, other) = (7010, 7011, 7012);
+    for port in [lan, local_only, other] {
+        listen_any_in(nb, port);
+    }
+    let u = OTHER_UID;
+    assert!(
+        reaches(na, u, "tcp", "192.168.77.2", lan),
+        "before: public source"
+    );
+    assert!(
+        reaches(na, u, "tcp", "10.100.0.2", local_only),
+        "before: not lo"
+    );
+
+    let mut p = host_params(&[]);
+    p.relay_localhost = vec![local_only, lan];
+    p.relay_lan = vec![lan];
+    apply(&host::ruleset(&p), &b.nft()).expect("apply");
+
+    assert!(
+        reaches(na, u, "tcp", "10.100.0.2", lan),
+        "LAN port, private source"
+    );
+    assert!(
+        reaches(na, u, "tcp", "fd00:77::2", lan),
+        "LAN port, ULA source"
+    );
+    assert!(
+        reaches(nb, u, "tcp", "127.0.0.1", lan),
+        "LAN port, loopback"
+    );
+    assert!(
+        !reaches(na, u, "tcp", "192.168.77.2", lan),
+        "LAN port, public source"
+    );
+    assert!(
+        !reaches(na, u, "tcp", "2001:db8::2", lan),
+        "LAN port, public v6 source"
+    );
+    assert!(
+        reaches(nb, u, "tcp", "127.0.0.1", local_only),
+        "local port through lo"
+    );
+    assert!(
+        reaches(nb, u, "tcp", "::1", local_only),
+        "local port through lo, v6"
+    );
+    assert!(
+        reaches(nb, u, "tcp", "10.100.0.2", local_only),
+        "own address: through lo too"
+    );
+    assert!(
+        !reaches(na, u, "tcp", "10.100.0.2", local_only),
+        "local port from the LAN"
+    );
+    // Other ports are not the table's business.
+    assert!(reaches(na, u, "tcp", "192.168.77.2", other));
+    assert!(reaches(na, u, "tcp", "2001:db8::2", other));
 }

@@ -16,7 +16,7 @@ pub mod msg;
 pub use codec::{read_frame, write_frame, FrameError, HEADER_LEN, MAGIC, VERSION};
 pub use msg::{
     ExecOutput, ExecRequest, GuestMsg, HostMsg, Role, TorConfig, TorNetwork, TorProgress,
-    AGENT_PORT, MAX_GUEST_FRAME,
+    AGENT_PORT, MAX_GUEST_FRAME, RELAY_PORT,
 };
 
 /// The App VM's boot clock randomization (Whonix's model): at each boot,

@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 
 /// vsock port on which each guest agent listens for the host.
 pub const AGENT_PORT: u32 = 1024;
+/// vsock port of the App VM agent's relay (allow-localhost / allow-lan):
+/// the host dials it once per TCP connection it accepted for a service. Each
+/// connection starts with the service's target port as 2 big-endian bytes,
+/// then carries raw bytes both ways. Nothing of who connected is sent.
+pub const RELAY_PORT: u32 = 1025;
+/// Serial of the App VM's persistent data disk (the virtio-blk device the
+/// host hands QEMU when the persistent store is unlocked).
+pub const APPVM_DATA_SERIAL: &str = "tails-appvm-data";
+/// Serial of the Tor VM's state disk (tor's DataDirectory: its guards).
+pub const TORVM_STATE_SERIAL: &str = "tails-torvm-state";
 /// Largest frame the host accepts from a guest (exec output is the big one).
 pub const MAX_GUEST_FRAME: usize = 4 << 20;
 /// Largest frame a guest accepts from the host.
@@ -99,6 +109,11 @@ pub struct TorConfig {
     pub network: TorNetwork,
     /// `Bridge` lines (without the keyword); empty: no bridges.
     pub bridges: Vec<String>,
+    /// tor's DataDirectory is the state disk ([`TORVM_STATE_SERIAL`]), so
+    /// that its entry guards outlive a reboot; false: in memory, new guards
+    /// at every boot.
+    #[serde(default)]
+    pub keep_state: bool,
 }
 
 /// Tor's bootstrap state as its control port reports it.
@@ -262,6 +277,15 @@ pub struct ServiceStart {
     /// Certificates made (when missing) after the files, before the commands.
     #[serde(default)]
     pub certs: Vec<ServiceCert>,
+    /// Its persistent paths, kept on the data disk ([`APPVM_DATA_SERIAL`]):
+    /// each is mounted from there before anything else is made. Empty: the
+    /// service is amnesic, and whatever the disk held of it is removed.
+    #[serde(default)]
+    pub persistent: Vec<String>,
+    /// Its port is reached through the agent's relay ([`RELAY_PORT`]):
+    /// allow-localhost or allow-lan is on.
+    #[serde(default)]
+    pub relay: bool,
 }
 
 /// A directory the App VM agent makes before a service starts.

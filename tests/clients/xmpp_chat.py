@@ -3,14 +3,23 @@
 
 Each account logs in over STARTTLS (the server's certificate is self-signed, so it is
 not verified: the onion address authenticates the server) with the same password and
-joins the group chat room ROOM@rooms.DOMAIN; the first account says a line, every other
-one must receive it. Through Tor (--socks), the TCP connection is made by PySocks with
-the name resolved by Tor and handed to slixmpp. Prints one JSON line:
+joins the group chat room ROOM@rooms.DOMAIN; the first account says a line (a random one,
+or --say TEXT), every other one must receive it. Through Tor (--socks), the TCP
+connection is made by PySocks with the name resolved by Tor and handed to slixmpp.
+Prints one JSON line:
 {"ok": bool, "detail": str, "received": {user: bool}, ...}. Exit 0 only when every
 other account read the line.
 
   xmpp_chat.py [--socks HOST:PORT] --host ADDRESS.onion [--domain DOMAIN] --port 5222
-               --users alice,bob --password P --room tails [--timeout 180]
+               --users alice,bob --password P --room tails [--timeout 180] [--say TEXT]
+
+With --expect-history TEXT, only the first account of --users logs in; it joins the
+room asking for its history (the last 20 lines) and says nothing. Prints one JSON line:
+{"ok": bool, "detail": str, "history": [body cut to 200 characters, ...],
+"delayed": bool, ...} ("delayed": the matching line came as history, with an XEP-0203
+delay). Exit 0 only when a group chat line whose body contains TEXT arrived within
+the timeout; the room's history is complete when the room's subject follows it, so
+without the line this fails a few seconds after that.
 
 --domain is the JIDs' domain (default: --host), for testing against 127.0.0.1.
 """
@@ -121,8 +130,12 @@ class Client(slixmpp.ClientXMPP):
     def on_disconnected(self, reason):
         self.settle(f"disconnected before login as {self.boundjid.bare}: {reason or 'closed by the server'}")
 
-    async def join(self, room, nick, timeout):
-        """Joins ROOM as NICK (no history); raises Failure on a presence error."""
+    async def join(self, room, nick, timeout, history=0):
+        """Joins ROOM as NICK asking for HISTORY lines of history (default none); raises
+        Failure on a presence error.
+
+        Not slixmpp's join_muc_wait: 1.8.3's prints every message's delay on stdout
+        and waits for the room's subject."""
         muc = self.plugin["xep_0045"]
         done = self.loop.create_future()
 
@@ -136,7 +149,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler(f"muc::{room}::presence-error", finish)
         pres = self.make_presence(pto=f"{room}/{nick}")
         pres.enable("muc_join")
-        pres["muc_join"]["history"]["maxstanzas"] = "0"
+        pres["muc_join"]["history"]["maxstanzas"] = str(history)
         pres.send()
         try:
             pres = await asyncio.wait_for(done, timeout)
@@ -151,6 +164,12 @@ class Client(slixmpp.ClientXMPP):
         return 201 in pres["muc"]["status_codes"]
 
 
+# --expect-history: the lines asked for, and how long to wait after the room's subject
+# (which follows the history, XEP-0045 7.2.15) for a line still to come.
+HISTORY_LINES = 20
+AFTER_SUBJECT = 5
+
+
 async def run(a, result):
     deadline = time.monotonic() + a.timeout
 
@@ -158,13 +177,22 @@ async def run(a, result):
         return max(0.1, deadline - time.monotonic())
 
     users = [u for u in a.users.split(",") if u]
-    if len(users) < 2:
+    if a.expect_history is not None:
+        if not users:
+            raise Failure("give at least one --users")
+        if not a.expect_history:
+            raise Failure("--expect-history must not be empty")
+        users = users[:1]
+    elif len(users) < 2:
         raise Failure("give at least two --users")
+    if a.say is not None and not a.say.strip():
+        raise Failure("--say must not be empty")
     room = f"{a.room}@rooms.{a.domain}"
-    words = "tails-server-" + secrets.token_hex(6)
+    words = a.say if a.say is not None else "tails-server-" + secrets.token_hex(6)
     open_socket = opener(a)
     clients = {u: Client(f"{u}@{a.domain}/test", a.password, open_socket) for u in users}
-    result["received"] = {u: False for u in users[1:]}
+    if a.expect_history is None:
+        result["received"] = {u: False for u in users[1:]}
     try:
         for c in clients.values():
             c.connect(address=(a.domain, a.port))
@@ -178,6 +206,9 @@ async def run(a, result):
             if err:
                 raise Failure(err)
         result["tls"] = sorted({c.tls for c in clients.values()})
+        if a.expect_history is not None:
+            await read_history(a, result, room, users[0], clients[users[0]], left)
+            return
         for u, c in clients.items():
             if await c.join(room, u, left()):
                 raise Failure(f"the room {room} did not exist ({u}'s join created it)")
@@ -207,6 +238,45 @@ async def run(a, result):
         await asyncio.sleep(0.3)
 
 
+async def read_history(a, result, room, user, c, left):
+    """Joins ROOM as USER asking for its history; returns when a line containing
+    --expect-history arrived, raises Failure otherwise."""
+    text = a.expect_history
+    found = c.loop.create_future()  # result: whether the line came with a delay
+    subject = c.loop.create_future()
+    history = result["history"] = []
+
+    def on_message(msg):
+        body = msg["body"]
+        delayed = msg.get_plugin("delay", check=True) is not None
+        if len(history) < 100:
+            history.append(body[:200])
+        if text in body and not found.done():
+            found.set_result(delayed)
+
+    def on_subject(_msg):
+        if not subject.done():
+            subject.set_result(True)
+
+    # Before the join presence: the history follows the self-presence at once.
+    c.add_event_handler(f"muc::{room}::message", on_message)
+    c.add_event_handler(f"muc::{room}::groupchat_subject", on_subject)
+    if await c.join(room, user, left(), history=HISTORY_LINES):
+        raise Failure(f"the room {room} did not exist ({user}'s join created it): no history")
+    await asyncio.wait([found, subject], timeout=left(), return_when=asyncio.FIRST_COMPLETED)
+    if not found.done() and subject.done():
+        await asyncio.wait([found], timeout=min(AFTER_SUBJECT, left()))
+    if not found.done():
+        what = f"no line containing {text!r} in {room}'s history ({len(history)} lines seen"
+        if subject.done():
+            raise Failure(f"{what}, history complete)")
+        raise Failure(f"timed out: {what})")
+    result["delayed"] = found.result()
+    result["ok"] = True
+    how = "from the room's history" if result["delayed"] else "as a live line, without a delay element"
+    result["detail"] = f"{user} read {text!r} in {room} {how} ({len(history)} lines seen)"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--socks", help="Tor's SOCKS port, HOST:PORT; absent: connect directly")
@@ -218,12 +288,23 @@ def main():
     p.add_argument("--room", default="tails", help="room name, without @rooms.DOMAIN")
     p.add_argument("--timeout", type=float, default=180)
     p.add_argument("--verbose", action="store_true", help="slixmpp's debug log on stderr")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--say", metavar="TEXT", help="the line the first account says (default: a random one)")
+    mode.add_argument(
+        "--expect-history",
+        metavar="TEXT",
+        help="only the first account joins, asking for the room's history, and says nothing;"
+        " succeed when a line containing TEXT arrives",
+    )
     a = p.parse_args()
     a.domain = a.domain or a.host
     if a.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
 
-    result = {"ok": False, "detail": "", "received": {}}
+    if a.expect_history is None:
+        result = {"ok": False, "detail": "", "received": {}}
+    else:
+        result = {"ok": False, "detail": "", "history": []}
     try:
         asyncio.run(asyncio.wait_for(run(a, result), a.timeout + 5))
     except Failure as e:

@@ -161,7 +161,7 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     let clients = json(&["nginx", "info", "--details", "--json"])["clients"].clone();
     assert!(!clients.to_string().contains("eve"), "{clients}");
     // A damaged state file: one line naming it, and it is left as it was.
-    let file = Path::new(STATE).join("services/nginx/state.json");
+    let file = Path::new(STATE).join("amnesic/services/nginx/state.json");
     let good = std::fs::read(&file).expect("state file");
     let bad = &good[..good.len() / 2];
     std::fs::write(&file, bad).expect("damage");

@@ -70,7 +70,7 @@ fn nginx_onion_service_with_client_authorization() {
     assert_eq!(v["published"], true, "{v}");
     // The state file (options, onion key, client keys) is 0600.
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(Path::new(STATE).join("services/nginx/state.json"))
+        &std::fs::metadata(Path::new(STATE).join("amnesic/services/nginx/state.json"))
             .expect("state file")
             .permissions(),
     );

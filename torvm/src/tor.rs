@@ -22,10 +22,13 @@ const TOR: &str = "/usr/sbin/tor";
 /// A torrc option line from the host: one line, bounded.
 const MAX_OPTION: usize = 1024;
 
+/// tor's DataDirectory (its state: the entry guards).
+const DATA_DIR: &str = "/var/lib/tor";
+
 /// The torrc for `cfg`; refuses option lines that could smuggle a second line.
 pub fn torrc(cfg: &TorConfig, listen: std::net::Ipv4Addr) -> Result<String, String> {
     let mut lines = vec![
-        "DataDirectory /var/lib/tor".to_owned(),
+        format!("DataDirectory {DATA_DIR}"),
         "User debian-tor".into(),
         "Log notice stdout".into(),
         "SocksPort 0".into(),
@@ -40,7 +43,10 @@ pub fn torrc(cfg: &TorConfig, listen: std::net::Ipv4Addr) -> Result<String, Stri
         "CookieAuthentication 1".into(),
         format!("CookieAuthFile {COOKIE}"),
         "ClientUseIPv6 0".into(),
-        "AvoidDiskWrites 1".into(),
+        // In memory, writes cost RAM only; on the state disk, tor saves its
+        // guards within minutes of a change (not hourly), so that a power
+        // cut loses little of them.
+        format!("AvoidDiskWrites {}", if cfg.keep_state { 0 } else { 1 }),
     ];
     let checked = |l: &String| -> Result<String, String> {
         if l.len() > MAX_OPTION || l.chars().any(|c| c.is_control()) || l.trim().is_empty() {
@@ -121,6 +127,11 @@ impl Tor {
             return GuestMsg::Error {
                 message: format!("{TORRC}: {e}"),
             };
+        }
+        if cfg.keep_state {
+            if let Err(message) = state_disk().await {
+                return GuestMsg::Error { message };
+            }
         }
         if let Err(e) = prepare_run_dir() {
             return GuestMsg::Error { message: e };
@@ -205,6 +216,19 @@ impl Tor {
     }
 }
 
+/// tor's DataDirectory on the state disk (its entry guards kept across
+/// boots): mounted on /var/lib/tor, debian-tor's, 0700, as tor demands.
+async fn state_disk() -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::path::Path::new(DATA_DIR);
+    tails_guest::disk::mount(tails_proto::msg::TORVM_STATE_SERIAL, dir).await?;
+    let (uid, gid) =
+        tails_guest::pid1::user_ids("debian-tor").ok_or("no debian-tor user in the image")?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| format!("{DATA_DIR}: {e}"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{DATA_DIR}: {e}"))
+}
+
 /// /run/tor for the control socket and cookie: debian-tor's, 0700.
 fn prepare_run_dir() -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
@@ -259,6 +283,7 @@ mod tests {
                 options: vec!["TestingTorNetwork 1\nSocksPort 9050".into()],
             },
             bridges: vec![],
+            keep_state: false,
         };
         assert!(torrc(&cfg, "10.1.2.1".parse().unwrap()).is_err());
         let cfg = TorConfig {
@@ -266,11 +291,16 @@ mod tests {
                 options: vec!["TestingTorNetwork 1".into()],
             },
             bridges: vec!["obfs4 1.2.3.4:443 FP".into()],
+            keep_state: true,
         };
         let t = torrc(&cfg, "10.1.2.1".parse().unwrap()).unwrap();
         assert!(t.contains("TransPort 10.1.2.1:9040 IsolateDestAddr IsolateDestPort\n"));
         assert!(t.contains("DNSPort 10.1.2.1:5353 IsolateDestAddr IsolateDestPort\n"));
         assert!(t.contains("SocksPort 0\n"));
+        assert!(
+            t.contains("AvoidDiskWrites 0\n"),
+            "the state disk is written"
+        );
         assert!(t.contains("TestingTorNetwork 1\n"));
         assert!(t.contains("UseBridges 1\nBridge obfs4 1.2.3.4:443 FP\n"));
     }

@@ -41,6 +41,19 @@ pub struct Handlers {
 
 const CLIENT_AUTH_OFF: &str = "client authorization is off: anyone who learns the address can reach the service, and a hosted onion service whose address leaks is far easier to locate than a client";
 
+/// The persistent store as it is now.
+pub fn persistent_now(paths: &crate::paths::Paths) -> crate::store::Persistent {
+    use crate::store::Persistent;
+    let v = paths.vault();
+    if v.is_unlocked() {
+        Persistent::Unlocked(v.mountpoint)
+    } else if v.exists() {
+        Persistent::Locked
+    } else {
+        Persistent::Missing
+    }
+}
+
 impl Handlers {
     pub fn new(sup: Arc<Supervisor>) -> Handlers {
         Handlers {
@@ -73,6 +86,10 @@ impl Handlers {
         if let P::Status = a {
             return Ok(Reply::Persistence(report(&vault)));
         }
+        if matches!(a, P::Lock) && self.sup.desired().stack.is_some() {
+            // The VMs' disks and the services' keys are in it.
+            return Err(DaemonError::StoreInUse);
+        }
         let v = vault.clone();
         let done = tokio::task::spawn_blocking(move || -> std::result::Result<String, tails_vault::VaultError> {
             match a {
@@ -101,7 +118,14 @@ impl Handlers {
                 P::Status => Ok(String::new()),
             }
         })
-        .await??;
+        .await;
+        // Whatever happened, the store knows where the services' state is now.
+        self.sup
+            .store
+            .lock()
+            .await
+            .set_persistent(persistent_now(self.sup.paths()));
+        let done = done??;
         crate::log(done.clone());
         Ok(Reply::Done(done))
     }
@@ -204,6 +228,11 @@ impl Handlers {
         } else {
             Ok(())
         };
+        self.sup
+            .store
+            .lock()
+            .await
+            .set_persistent(persistent_now(self.sup.paths()));
         let _ = self.quit.send(true);
         round.stack.clone().map_err(ApiFailure)?;
         // Said, not only logged: a person must not believe the store is closed.
@@ -351,8 +380,8 @@ impl Handlers {
                 })?;
                 Ok(Reply::Value(v.reveal().to_string()))
             }
-            ServiceAction::SetOption { option, value } => {
-                self.set_option(&svc, &option, &value).await
+            ServiceAction::SetOption { option, value, yes } => {
+                self.set_option(&svc, &option, &value, yes).await
             }
             ServiceAction::AddClient {
                 name: client,
@@ -449,9 +478,21 @@ impl Handlers {
         })))
     }
 
+    /// A persistent service needs the App VM's data disk: refused when the
+    /// running stack was started without it.
+    fn needs_data_disk(&self, name: &str) -> Result<()> {
+        match self.sup.stack() {
+            Some(s) if s.disks.appvm.is_none() => Err(DaemonError::NoDataDisk(name.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
     async fn enable(&self, svc: &Service) -> Result<Reply> {
         let name = svc.name();
         self.running_stack()?;
+        if services::persistence_on(&self.load(svc).await?.values) {
+            self.needs_data_disk(name)?;
+        }
         let port = svc.default_target_port();
         let taken = self.sup.desired().services.keys().find_map(|other| {
             let o = self.sup.catalog().get(other)?;
@@ -504,11 +545,32 @@ impl Handlers {
         Ok(Reply::Done(format!("{name} is disabled")))
     }
 
-    async fn set_option(&self, svc: &Service, option: &str, value: &str) -> Result<Reply> {
+    async fn set_option(
+        &self,
+        svc: &Service,
+        option: &str,
+        value: &str,
+        yes: bool,
+    ) -> Result<Reply> {
         let name = svc.name();
         let parsed = svc
             .parse_option(option, value)
             .map_err(services::ServiceError::from)?;
+        if option == tails_catalog::PERSISTENCE_OPTION {
+            match parsed {
+                OptionValue::Bool(false) if !yes => {
+                    let kept = matches!(
+                        self.sup.store.lock().await.locate(name),
+                        Some(crate::store::Location::Persistent(_))
+                    );
+                    if kept {
+                        return Err(DaemonError::ConfirmAmnesic(name.to_owned()));
+                    }
+                }
+                OptionValue::Bool(true) => self.needs_data_disk(name)?,
+                _ => {}
+            }
+        }
         let off = matches!(parsed, OptionValue::Bool(false))
             && option == tails_catalog::CLIENT_AUTH_OPTION;
         self.change(svc, |st| {

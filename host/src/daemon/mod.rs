@@ -46,7 +46,8 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
     std::fs::set_permissions(&paths.runtime, std::fs::Permissions::from_mode(0o711))
         .map_err(io("chmod", &paths.runtime))?;
     // One daemon per state: the lock is held for as long as we run.
-    let store = Store::open(&paths.state)?;
+    let mut store = Store::open(&paths.state, &paths.amnesic())?;
+    store.set_persistent(crate::daemon::handlers::persistent_now(&paths));
     let sock = paths.control_socket();
     if tokio::net::UnixStream::connect(&sock).await.is_ok() {
         return Err(DaemonError::Busy);

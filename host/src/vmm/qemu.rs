@@ -217,11 +217,17 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
         ]);
     }
     for (i, d) in spec.disks.iter().enumerate() {
-        let ro = if d.read_only { "on" } else { "off" };
+        // A writable disk reports write errors (a full store) to the guest
+        // instead of pausing the VM; the guest's flushes reach the store.
+        let mode = if d.read_only {
+            "readonly=on"
+        } else {
+            "readonly=off,cache=writeback,werror=report,rerror=report"
+        };
         push(&[
             "-drive",
             &format!(
-                "file={},if=none,id=disk{i},format=raw,readonly={ro}",
+                "file={},if=none,id=disk{i},format=raw,{mode}",
                 d.path.display()
             ),
         ]);

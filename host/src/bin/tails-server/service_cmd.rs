@@ -47,7 +47,14 @@ enum Action {
     GetOption { option: String },
     /// Set an option (checked; nothing changes if it is refused); applied at
     /// once to a running service.
-    SetOption { option: String, value: String },
+    SetOption {
+        option: String,
+        value: String,
+        /// Go on with a change that loses something for good (persistence
+        /// turned off) without being asked.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Authorize a new client (a fresh key pair, whose credentials are shown),
     /// or a client's own x25519 public key; applied at once.
     AddClient {
@@ -278,10 +285,28 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
             Reply::Value(v) => say(&format!("{v}\n")),
             other => return Err(unexpected(&other)),
         },
-        Action::SetOption { option, value } => done(
-            answer(ServiceAction::SetOption { option, value }).await?,
-            true,
-        )?,
+        Action::SetOption { option, value, yes } => {
+            let req = |yes| Request::Service {
+                service: name.to_owned(),
+                action: ServiceAction::SetOption {
+                    option: option.clone(),
+                    value: value.clone(),
+                    yes,
+                },
+            };
+            let conn = client::connect_or_start(paths).await?;
+            let r = match call(conn, &req(yes), |_| {}).await? {
+                Reply::Error(e) if e.kind == tails_server::api::ErrorKind::Confirm => {
+                    if !confirm(&e.message)? {
+                        bail!("nothing was changed");
+                    }
+                    let conn = client::connect_or_start(paths).await?;
+                    call(conn, &req(true), |_| {}).await?
+                }
+                r => r,
+            };
+            done(expect(r)?, true)?
+        }
         Action::AddClient { name, public_key } => {
             match answer(ServiceAction::AddClient { name, public_key }).await? {
                 Reply::Credentials(c) => {
@@ -330,6 +355,22 @@ pub async fn run(paths: &Paths, args: Vec<String>) -> Result<i32> {
         },
     }
     Ok(0)
+}
+
+/// Ask the person at the terminal to confirm `what` (its text ends with
+/// "add --yes to go on"); without a terminal the answer is no, and the
+/// error says how to confirm.
+fn confirm(what: &str) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        bail!("{what}");
+    }
+    let question = what.split("; add --yes").next().unwrap_or(what);
+    eprint!("{question}.\nGo on? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 /// A `Done` reply: its text on stderr (`to_stderr`) or stdout.

@@ -484,7 +484,7 @@ mod tests {
         assert!(matches!(e, RelayError::Bind { addr, .. } if addr.port() == port));
         let text = e.to_string();
         assert!(text.contains(&format!("port {port} is in use")), "{text}");
-        assert!(text.contains("target-port"), "{text}");
+        assert!(text.contains("allow-localhost and allow-lan off"), "{text}");
 
         // Two relays on one port: the second one is refused the same way.
         drop(held);

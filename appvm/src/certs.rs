@@ -14,7 +14,8 @@ use std::time::Duration;
 use tails_guest::log;
 use tails_proto::msg::{ServiceCert, ServiceFile};
 
-use crate::services::{clean_absolute, last_line, write_file};
+use crate::services::{clean_absolute, write_file};
+use tails_guest::exec::last_line;
 
 /// How long openssl may take for one step.
 const STEP: Duration = Duration::from_secs(60);
@@ -70,11 +71,8 @@ fn midnight(days: i64) -> String {
 }
 
 async fn openssl(args: &[&str]) -> Result<(), String> {
-    let run = tokio::process::Command::new("/usr/bin/openssl")
+    let run = tails_guest::exec::system("/usr/bin/openssl")
         .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::null())
         .output();
     let out = tokio::time::timeout(STEP, run)
         .await

@@ -67,13 +67,11 @@ async fn first_copy(path: &Path, dst: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
             // cp -a keeps owners, modes, times and links as they are.
-            let out = tokio::process::Command::new("/usr/bin/cp")
+            let out = tails_guest::exec::system("/usr/bin/cp")
                 .arg("-a")
                 .arg("--")
                 .arg(path)
                 .arg(&tmp)
-                .env_clear()
-                .stdin(std::process::Stdio::null())
                 .output()
                 .await
                 .map_err(|e| format!("cannot run cp: {e}"))?;
@@ -81,7 +79,7 @@ async fn first_copy(path: &Path, dst: &Path) -> Result<(), String> {
                 return Err(format!(
                     "cannot copy {} to the persistent disk: {}",
                     path.display(),
-                    crate::services::last_line(&out.stderr, &[])
+                    tails_guest::exec::last_line(&out.stderr, &[])
                 ));
             }
         }
@@ -148,9 +146,12 @@ pub fn unmount(paths: &[String]) {
 }
 
 /// Remove what the disk holds of service `name` (its persistence is off),
-/// if the App VM has the disk.
+/// if the App VM has the disk and it holds anything (a blank one is left
+/// blank).
 pub async fn forget(name: &str) -> Result<(), String> {
-    if tails_guest::disk::find(APPVM_DATA_SERIAL).is_none() {
+    if !tails_guest::disk::is_mounted(Path::new(DATA))
+        && !tails_guest::disk::formatted(APPVM_DATA_SERIAL)
+    {
         return Ok(());
     }
     disk().await?;

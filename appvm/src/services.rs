@@ -14,6 +14,7 @@ use std::path::{Component, Path};
 use std::pin::Pin;
 use std::time::Duration;
 
+use tails_guest::exec::{last_line, output};
 use tails_guest::{log, pid1};
 use tails_proto::msg::{GuestMsg, HostMsg, ServiceFile, ServicePrepare, ServiceStart, ServiceUser};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -188,14 +189,15 @@ async fn make_user(u: &ServiceUser) -> Result<(), String> {
         return Ok(());
     }
     let id = fixed_id(&u.name).to_string();
-    let group = tokio::process::Command::new("/usr/sbin/groupadd")
-        .args(["--system", "--gid", &id, "--", &u.name])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run groupadd for {}: {e}", u.name))?;
+    let group = output(&[
+        "/usr/sbin/groupadd",
+        "--system",
+        "--gid",
+        &id,
+        "--",
+        &u.name,
+    ])
+    .await?;
     // 9: the group is there already (made with the package); it is used.
     if !group.status.success() && group.status.code() != Some(9) {
         return Err(format!(
@@ -204,20 +206,22 @@ async fn make_user(u: &ServiceUser) -> Result<(), String> {
             last_line(&group.stderr, &[])
         ));
     }
-    let out = tokio::process::Command::new("/usr/sbin/useradd")
-        .args(["--system", "--uid", &id, "--gid", &u.name])
-        .args(["--no-create-home", "--shell"])
-        .arg("/usr/sbin/nologin")
-        .arg("--home-dir")
-        .arg(&u.home)
-        .arg("--")
-        .arg(&u.name)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run useradd for {}: {e}", u.name))?;
+    let out = output(&[
+        "/usr/sbin/useradd",
+        "--system",
+        "--uid",
+        &id,
+        "--gid",
+        &u.name,
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--home-dir",
+        &u.home,
+        "--",
+        &u.name,
+    ])
+    .await?;
     if !out.status.success() {
         return Err(format!(
             "cannot make the user {}: {}",
@@ -227,27 +231,6 @@ async fn make_user(u: &ServiceUser) -> Result<(), String> {
     }
     log(format!("made the system user {}", u.name));
     Ok(())
-}
-
-/// The last non-empty line of `output`, with every word of `secrets` (a step's
-/// input) blanked and control characters escaped, at most 200 characters.
-pub(crate) fn last_line(output: &[u8], secrets: &[u8]) -> String {
-    let mut text = String::from_utf8_lossy(output).into_owned();
-    let secret_text = String::from_utf8_lossy(secrets);
-    for word in secret_text.split(|c: char| c.is_whitespace() || c == ':') {
-        if word.len() >= 6 {
-            text = text.replace(word, "<secret>");
-        }
-    }
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("(no output)");
-    line.chars()
-        .flat_map(char::escape_default)
-        .take(200)
-        .collect()
 }
 
 /// `argv` (checked: not empty) to run as `user`, with a clean environment,
@@ -262,16 +245,8 @@ fn command_as(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| "an empty command".to_string())?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LANG", "C.UTF-8")
-        .current_dir("/")
-        .stdin(stdin)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd = tails_guest::exec::system(program);
+    cmd.args(args).stdin(stdin);
     if uid != 0 {
         // std drops the supplementary groups when root changes uid.
         cmd.uid(uid).gid(gid);

@@ -50,28 +50,26 @@ pub fn content(head: &[u8]) -> Content {
     }
 }
 
-async fn run(program: &str, args: &[&str]) -> Result<std::process::Output, String> {
-    tokio::process::Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {program}: {e}"))
+/// The first [`HEAD`] bytes of `dev`.
+fn head(dev: &Path) -> Result<Vec<u8>, String> {
+    let mut head = vec![0u8; HEAD];
+    std::fs::File::open(dev)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| format!("cannot read {}: {e}", dev.display()))?;
+    Ok(head)
 }
 
+/// Whether the disk `serial` is there and holds a file system already.
+pub fn formatted(serial: &str) -> bool {
+    find(serial)
+        .and_then(|dev| head(&dev).ok())
+        .is_some_and(|h| content(&h) == Content::Ext4)
+}
+
+/// A failed program's last line (stderr first, then stdout).
 fn tail(out: &std::process::Output) -> String {
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect()
+    let both = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    crate::exec::last_line(&both, &[])
 }
 
 /// Find the disk `serial`, format it if blank, check it, and mount it on
@@ -82,11 +80,7 @@ pub async fn mount(serial: &str, mountpoint: &Path) -> Result<(), String> {
     }
     let dev = find(serial).ok_or_else(|| format!("there is no disk {serial}"))?;
     let d = dev.display().to_string();
-    let mut head = vec![0u8; HEAD];
-    std::fs::File::open(&dev)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map_err(|e| format!("cannot read {d}: {e}"))?;
-    match content(&head) {
+    match content(&head(&dev)?) {
         Content::Other => {
             return Err(format!(
                 "{serial} holds something that is not ext4: it is left as it is"
@@ -95,7 +89,7 @@ pub async fn mount(serial: &str, mountpoint: &Path) -> Result<(), String> {
         Content::Blank => {
             crate::log(format!("{serial}: blank, making an ext4 file system"));
             // No reserved blocks (nobody else writes here); the root is root's.
-            let out = run(MKE2FS, &["-q", "-t", "ext4", "-m", "0", &d]).await?;
+            let out = crate::exec::output(&[MKE2FS, "-q", "-t", "ext4", "-m", "0", &d]).await?;
             if !out.status.success() {
                 return Err(format!("cannot format {serial}: {}", tail(&out)));
             }
@@ -103,7 +97,7 @@ pub async fn mount(serial: &str, mountpoint: &Path) -> Result<(), String> {
         Content::Ext4 => {
             // -p: repairs what is safe to repair alone (a journal replayed,
             // counts fixed); 4 and above: errors left uncorrected.
-            let out = run(E2FSCK, &["-p", &d]).await?;
+            let out = crate::exec::output(&[E2FSCK, "-p", &d]).await?;
             match out.status.code() {
                 Some(0) => {}
                 Some(1..=3) => crate::log(format!("{serial}: e2fsck repaired it")),

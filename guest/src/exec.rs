@@ -6,6 +6,57 @@ use tails_proto::msg::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+/// The environment every program the agents run gets (nothing inherited).
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A system program the agent runs itself: a clean environment (PATH, LANG),
+/// from `/`, no input, its output piped, killed if dropped.
+pub fn system(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", PATH)
+        .env("LANG", "C.UTF-8")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Run `argv` (program first) with [`system`] to its end; why it could not
+/// start otherwise.
+pub async fn output(argv: &[&str]) -> Result<std::process::Output, String> {
+    let (program, args) = argv.split_first().ok_or("an empty command")?;
+    system(program)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {program}: {e}"))
+}
+
+/// The last non-empty line of `output`, with every word of `secrets` (a
+/// step's input) blanked and control characters escaped, at most 200
+/// characters: what an error shows of a program that failed.
+pub fn last_line(output: &[u8], secrets: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(output).into_owned();
+    let secret_text = String::from_utf8_lossy(secrets);
+    for word in secret_text.split(|c: char| c.is_whitespace() || c == ':') {
+        if word.len() >= 6 {
+            text = text.replace(word, "<secret>");
+        }
+    }
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(no output)");
+    line.chars()
+        .flat_map(char::escape_default)
+        .take(200)
+        .collect()
+}
+
 /// Read everything from `r`, keeping at most `max` bytes; returns whether more was dropped.
 async fn read_bounded<R: AsyncRead + Unpin>(mut r: R, max: usize) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();

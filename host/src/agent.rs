@@ -47,7 +47,7 @@ pub struct Agent {
 }
 
 /// Read the `OK <port>\n` line, at most 32 bytes, within the deadline.
-pub(crate) async fn read_ok_line(s: &mut UnixStream) -> Result<(), AgentError> {
+async fn read_ok_line(s: &mut UnixStream) -> Result<(), AgentError> {
     let mut line = Vec::with_capacity(32);
     let fut = async {
         loop {
@@ -67,32 +67,38 @@ pub(crate) async fn read_ok_line(s: &mut UnixStream) -> Result<(), AgentError> {
     tokio::time::timeout(HANDSHAKE, fut)
         .await
         .map_err(|_| AgentError::Handshake("no reply".into()))??;
-    let want = format!("OK {AGENT_PORT}");
     // vhost-device-vsock answers `OK <host-side port>`; accept any OK.
     if line.starts_with(b"OK ") {
         Ok(())
     } else {
         Err(AgentError::Handshake(format!(
-            "expected `{want}`, got {:?}",
+            "expected `OK <port>`, got {:?}",
             String::from_utf8_lossy(&line)
         )))
     }
 }
 
+/// Open a connection to vsock `port` of the guest behind `uds` (its
+/// vhost-device-vsock socket): `CONNECT <port>`, then its `OK` line.
+pub(crate) async fn dial(uds: &Path, port: u32) -> Result<UnixStream, AgentError> {
+    let mut stream = UnixStream::connect(uds)
+        .await
+        .map_err(|source| AgentError::Dial {
+            path: uds.display().to_string(),
+            source,
+        })?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await
+        .map_err(|e| AgentError::Handshake(e.to_string()))?;
+    read_ok_line(&mut stream).await?;
+    Ok(stream)
+}
+
 impl Agent {
     /// Dial `role`'s agent through the vsock socket at `uds`.
     pub async fn connect(uds: &Path, role: Role) -> Result<Agent, AgentError> {
-        let mut stream = UnixStream::connect(uds)
-            .await
-            .map_err(|source| AgentError::Dial {
-                path: uds.display().to_string(),
-                source,
-            })?;
-        stream
-            .write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
-            .await
-            .map_err(|e| AgentError::Handshake(e.to_string()))?;
-        read_ok_line(&mut stream).await?;
+        let mut stream = dial(uds, AGENT_PORT).await?;
         let hello: GuestMsg = read_frame(&mut stream, MAX_GUEST_FRAME, HANDSHAKE).await?;
         match hello {
             GuestMsg::Hello {

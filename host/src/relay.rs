@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::agent::{read_ok_line, AgentError};
+use crate::agent::AgentError;
 
 /// Most connections one relay carries at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -87,6 +87,8 @@ pub enum RelayError {
     NotLan(IpAddr),
     #[error("target port 0 cannot be relayed")]
     PortZero,
+    #[error("cannot read this computer's addresses: {0}")]
+    Addresses(#[source] std::io::Error),
 }
 
 /// Whether `ip` is in a local range: loopback (127/8, ::1), RFC 1918 (10/8,
@@ -348,11 +350,7 @@ async fn relay_one(mut tcp: TcpStream, sh: &Shared) -> Result<(), ConnError> {
 
 /// `CONNECT <RELAY_PORT>`, `OK …`, then the 2-byte big-endian target port.
 async fn dial(uds: &Path, port: u16) -> Result<UnixStream, ConnError> {
-    let mut s = UnixStream::connect(uds).await.map_err(ConnError::Dial)?;
-    s.write_all(format!("CONNECT {RELAY_PORT}\n").as_bytes())
-        .await
-        .map_err(ConnError::Dial)?;
-    read_ok_line(&mut s).await?;
+    let mut s = crate::agent::dial(uds, RELAY_PORT).await?;
     s.write_all(&port.to_be_bytes())
         .await
         .map_err(ConnError::Dial)?;

@@ -159,16 +159,19 @@ fn b32(bytes: &[u8]) -> String {
 /// nothing was saved. A damaged file is an error naming it, left alone.
 pub fn load(store: &Store, svc: &Service) -> Result<ServiceState, ServiceError> {
     let name = svc.name();
-    if store.locate(name).is_none() {
-        // Nothing here: it may be kept in the locked store, and a fresh
-        // state (a new address) must not take its place.
-        if let Some(e) = store.maybe_locked_away(name) {
-            return Err(e.into());
+    let path = match store.locate(name) {
+        Some(l) => l.path().to_owned(),
+        None => {
+            // Nothing here: it may be kept in the locked store, and a fresh
+            // state (a new address) must not take its place.
+            if let Some(e) = store.maybe_locked_away(name) {
+                return Err(e.into());
+            }
+            store.service_file(name)
         }
-    }
-    let path = store.service_file(name);
+    };
     let shown = path.display().to_string();
-    let (file, legacy_key) = match store.read_service_versioned(name)? {
+    let (file, legacy_key) = match crate::store::read_versioned(&path)? {
         None => (File::default(), None),
         Some((0, v)) => {
             let old: FileV0 =
@@ -365,38 +368,42 @@ impl ServiceState {
     }
 }
 
+/// A bool option's value (`default` when unset).
+fn flag(v: &Values, option: &str, default: bool) -> bool {
+    match v.get(option) {
+        Some(OptionValue::Bool(b)) => *b,
+        _ => default,
+    }
+}
+
 /// Whether client authorization is on (the default).
 pub fn client_auth_on(v: &Values) -> bool {
-    !matches!(
-        v.get(tails_catalog::CLIENT_AUTH_OPTION),
-        Some(OptionValue::Bool(false))
-    )
+    flag(v, tails_catalog::CLIENT_AUTH_OPTION, true)
+}
+
+/// The `persistence` option (off when unset).
+pub fn persistence_on(v: &Values) -> bool {
+    flag(v, tails_catalog::PERSISTENCE_OPTION, false)
 }
 
 /// Whether the service comes up with the stack.
-/// The `persistence` option (off when unset).
-pub fn persistence_on(v: &Values) -> bool {
-    matches!(
-        v.get(tails_catalog::PERSISTENCE_OPTION),
-        Some(OptionValue::Bool(true))
-    )
-}
-
-/// allow-localhost or allow-lan (each off when unset).
-pub fn relay_on(v: &Values) -> bool {
-    [
-        tails_catalog::ALLOW_LOCALHOST_OPTION,
-        tails_catalog::ALLOW_LAN_OPTION,
-    ]
-    .iter()
-    .any(|o| matches!(v.get(*o), Some(OptionValue::Bool(true))))
-}
-
 pub fn autostart_on(v: &Values) -> bool {
-    matches!(
-        v.get(tails_catalog::AUTOSTART_OPTION),
-        Some(OptionValue::Bool(true))
-    )
+    flag(v, tails_catalog::AUTOSTART_OPTION, false)
+}
+
+/// Where the host relays connections to the service from (allow-localhost,
+/// allow-lan; each off when unset), and to which of its ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayWant {
+    pub port: u16,
+    pub localhost: bool,
+    pub lan: bool,
+}
+
+impl RelayWant {
+    pub fn any(&self) -> bool {
+        self.localhost || self.lan
+    }
 }
 
 /// The virtual port (the port the onion service offers).
@@ -417,6 +424,8 @@ pub struct Plan {
     pub start_id: [u8; 32],
     /// Changes when the onion service must be published again (ports, clients).
     pub publish_id: [u8; 32],
+    /// The host's relay to it.
+    pub relay: RelayWant,
 }
 
 fn digest(parts: &[&[u8]]) -> [u8; 32] {
@@ -438,6 +447,11 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
     let address = key.onion_address();
     let addr_text = address.to_string();
     let target_port = svc.default_target_port();
+    let relay = RelayWant {
+        port: target_port,
+        localhost: flag(&st.values, tails_catalog::ALLOW_LOCALHOST_OPTION, false),
+        lan: flag(&st.values, tails_catalog::ALLOW_LAN_OPTION, false),
+    };
     let rendered = svc
         .render_start(
             &st.values,
@@ -510,7 +524,7 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
         } else {
             Vec::new()
         },
-        relay: relay_on(&st.values),
+        relay: relay.any(),
     };
     // Everything the agent is sent, in one canonical form (the struct's field order).
     // Invariant: a struct of strings, integers and byte vectors (no maps, no floats)
@@ -548,6 +562,7 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
         publish,
         start_id,
         publish_id,
+        relay,
     })
 }
 

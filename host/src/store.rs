@@ -7,7 +7,7 @@
 //!   authorized clients (0600, in 0700 directories), in one of two places,
 //!   by its `persistence` option: the persistent store's mount (on: kept,
 //!   encrypted, across reboots) or the amnesic directory, a tmpfs of its
-//!   own beside the runtime directory (off: gone when the host reboots).
+//!   own in the state directory (off: gone when the host reboots).
 //!   Never both: a save removes the other copy. Files from before (plain,
 //!   under `<state>/services/`) are read until the next save moves them.
 //!
@@ -204,6 +204,19 @@ pub enum Persistent {
     Unlocked(PathBuf),
 }
 
+impl Persistent {
+    /// What `vault` is now.
+    pub fn of(vault: &tails_vault::Vault) -> Persistent {
+        if vault.is_unlocked() {
+            Persistent::Unlocked(vault.mountpoint.clone())
+        } else if vault.exists() {
+            Persistent::Locked
+        } else {
+            Persistent::Missing
+        }
+    }
+}
+
 /// Where a service's state file is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -235,21 +248,12 @@ pub struct Store {
 /// Largest amnesic state (a service's file is a few KiB).
 const AMNESIC_SIZE: &str = "size=8m";
 
-/// Is `p` a mount point (from /proc/self/mountinfo)?
-pub fn is_mount_point(p: &Path) -> bool {
-    let p = p.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
-}
-
 /// Make `dir` a tmpfs of its own (root's, 0700, nosuid, nodev, noexec,
 /// 8 MiB) unless it is one already: what is written there never reaches a
 /// disk (swap aside), and is gone when the host reboots.
 pub fn memory_dir(dir: &Path) -> Result<(), StoreError> {
     private_dir(dir, 0o700)?;
-    if is_mount_point(dir) {
+    if tails_vault::is_mount_point(dir) {
         return Ok(());
     }
     use nix::mount::MsFlags;
@@ -365,14 +369,6 @@ impl Store {
     /// Read a service's file; `None` if it has none yet.
     pub fn read_service<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
         read_json(&self.service_file(name))
-    }
-
-    /// A service's file with its schema version (for files from before).
-    pub fn read_service_versioned(
-        &self,
-        name: &str,
-    ) -> Result<Option<(u32, serde_json::Value)>, StoreError> {
-        read_versioned(&self.service_file(name))
     }
 
     /// The services whose state is in the unlocked persistent store.
@@ -598,7 +594,7 @@ mod tests {
         let mut s = open(&d);
         let amnesic = d.join("amnesic");
         assert!(
-            is_mount_point(&amnesic),
+            tails_vault::is_mount_point(&amnesic),
             "the amnesic directory is a tmpfs of its own"
         );
         let fstype = std::fs::read_to_string("/proc/self/mountinfo")

@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use crate::api::{ApiError, ErrorKind, Incident, Network, SupervisorReport};
 use crate::error::DaemonError;
 use crate::paths::{find_program, Paths};
-use crate::services::{self, Plan};
+use crate::services::{self, Plan, RelayWant};
 use crate::stack::{Part, Stack, StackError, UpError};
 use crate::store::Store;
 use crate::vmm::qemu::Qemu;
@@ -159,14 +159,6 @@ pub struct Supervisor {
     relays: tokio::sync::Mutex<BTreeMap<String, ServiceRelays>>,
 }
 
-/// What a service's relay is: its target port, and from where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayWant {
-    pub port: u16,
-    pub localhost: bool,
-    pub lan: bool,
-}
-
 /// The relays of one service.
 struct ServiceRelays {
     want: RelayWant,
@@ -235,60 +227,35 @@ impl Supervisor {
     }
 
     /// Make `name`'s relays what `want` says (`None`, or neither scope: no
-    /// relay). The host table learns a port before its listener opens and
-    /// forgets it after it closed.
+    /// relay). The host table follows the listeners: it learns a port
+    /// before its listener opens and forgets it after it closed, and a stack
+    /// started anew under open listeners is given their ports again.
     async fn sync_relays(
         &self,
         stack: &Stack,
         name: &str,
         want: Option<RelayWant>,
     ) -> Result<(), DaemonError> {
-        use crate::relay::{Relay, Scope};
-        let want = want.filter(|w| w.localhost || w.lan);
+        let want = want.filter(RelayWant::any);
         let mut all = self.relays.lock().await;
-        if all.get(name).map(|r| r.want) == want {
-            return Ok(());
-        }
-        if let Some(old) = all.remove(name) {
-            for r in old.relays {
-                r.stop().await;
+        if all.get(name).map(|r| r.want) != want {
+            if let Some(old) = all.remove(name) {
+                for r in old.relays {
+                    r.stop().await;
+                }
             }
         }
-        let table = |all: &BTreeMap<String, ServiceRelays>, extra: Option<RelayWant>| {
-            let wants: Vec<RelayWant> = all.values().map(|r| r.want).chain(extra).collect();
-            let ports = |f: fn(&RelayWant) -> bool| {
-                let mut v: Vec<u16> = wants.iter().filter(|w| f(w)).map(|w| w.port).collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            };
-            stack.set_relay_ports(ports(|w| w.localhost), ports(|w| w.lan))
-        };
-        let Some(w) = want else {
-            table(&all, None).map_err(|e| DaemonError::Up(Box::new(e)))?;
+        let others: Vec<RelayWant> = all
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(_, r)| r.want)
+            .collect();
+        relay_table(stack, others.iter().copied().chain(want))?;
+        let Some(w) = want.filter(|_| !all.contains_key(name)) else {
             return Ok(());
         };
-        table(&all, Some(w)).map_err(|e| DaemonError::Up(Box::new(e)))?;
-        let uds = self.paths.vsock_uds("appvm");
-        let mut relays = Vec::new();
-        let started = async {
-            if w.localhost {
-                relays.push(Relay::start(Scope::Localhost, &[], w.port, uds.clone()).await?);
-            }
-            if w.lan {
-                let addrs = crate::relay::lan_addresses().map_err(|source| {
-                    crate::relay::RelayError::Listen {
-                        addr: std::net::SocketAddr::from(([0, 0, 0, 0], w.port)),
-                        source,
-                    }
-                })?;
-                relays.push(Relay::start(Scope::Lan, &addrs, w.port, uds).await?);
-            }
-            Ok::<(), crate::relay::RelayError>(())
-        }
-        .await;
-        match started {
-            Ok(()) => {
+        match open_relays(&self.paths.vsock_uds("appvm"), w).await {
+            Ok(relays) => {
                 crate::log(format!(
                     "{name}: reachable on port {} from {}",
                     w.port,
@@ -302,10 +269,9 @@ impl Supervisor {
                 Ok(())
             }
             Err(e) => {
-                for r in relays {
-                    r.stop().await;
+                if let Err(te) = relay_table(stack, others.into_iter()) {
+                    crate::log(format!("{name}: the host table after a failed relay: {te}"));
                 }
-                let _ = table(&all, None);
                 Err(DaemonError::Relay(e))
             }
         }
@@ -992,22 +958,12 @@ impl Supervisor {
             .catalog
             .get(name)
             .ok_or_else(|| DaemonError::UnknownService(name.to_owned()))?;
-        let (plan, relay): (Plan, RelayWant) = {
+        let plan: Plan = {
             let store = self.store.lock().await;
             let st = services::load(&store, svc)?;
-            let on = |o| {
-                matches!(
-                    st.values.get(o),
-                    Some(tails_catalog::OptionValue::Bool(true))
-                )
-            };
-            let relay = RelayWant {
-                port: svc.default_target_port(),
-                localhost: on(tails_catalog::ALLOW_LOCALHOST_OPTION),
-                lan: on(tails_catalog::ALLOW_LAN_OPTION),
-            };
-            (services::plan(svc, &st)?, relay)
+            services::plan(svc, &st)?
         };
+        let relay = plan.relay;
         self.apply_planned(stack, name, plan).await?;
         // Once it runs: the relay reaches it.
         self.sync_relays(stack, name, Some(relay)).await
@@ -1107,6 +1063,54 @@ impl Supervisor {
     fn update(&self, name: &str, f: impl FnOnce(&mut Live)) {
         f(lock(&self.live).entry(name.to_owned()).or_default());
     }
+}
+
+/// The host table's relay ports: those of `wants`.
+fn relay_table(stack: &Stack, wants: impl Iterator<Item = RelayWant>) -> Result<(), DaemonError> {
+    let (mut localhost, mut lan) = (Vec::new(), Vec::new());
+    for w in wants {
+        if w.localhost {
+            localhost.push(w.port);
+        }
+        if w.lan {
+            lan.push(w.port);
+        }
+    }
+    for v in [&mut localhost, &mut lan] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    stack
+        .set_relay_ports(localhost, lan)
+        .map_err(|e| DaemonError::Up(Box::new(e)))
+}
+
+/// Open the listeners of `w` (all of them, or none).
+async fn open_relays(
+    uds: &std::path::Path,
+    w: RelayWant,
+) -> Result<Vec<crate::relay::Relay>, crate::relay::RelayError> {
+    use crate::relay::{Relay, RelayError, Scope};
+    let mut relays = Vec::new();
+    if w.localhost {
+        relays.push(Relay::start(Scope::Localhost, &[], w.port, uds.to_owned()).await?);
+    }
+    if w.lan {
+        let started = match crate::relay::lan_addresses() {
+            Ok(addrs) => Relay::start(Scope::Lan, &addrs, w.port, uds.to_owned()).await,
+            Err(e) => Err(RelayError::Addresses(e)),
+        };
+        match started {
+            Ok(r) => relays.push(r),
+            Err(e) => {
+                for r in relays {
+                    r.stop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(relays)
 }
 
 /// Start a stack for `want`: find QEMU, vhost-device-vsock and the images,

@@ -9,9 +9,11 @@
 //! published again by itself with the same address, the client's fetches are
 //! answered again, and `status` says what happened.
 //!
-//! The App VM is amnesic (until the persistence issue): after it restarts,
-//! nginx answers with its own 404 for the page written into the old one. An
-//! answer from the service is what counts here.
+//! This stack has no persistent store, so the App VM is amnesic: after it
+//! restarts, nginx answers with its own 404 for the page written into the
+//! old one. An answer from the service is what counts here
+//! (tests/tests/persistent_stack.rs checks that data on the persistent disk
+//! survives such a restart).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -160,6 +160,24 @@ fn xmpp(ctx_socks: SocketAddr, address: &str, password: &str, mode: &[&str]) -> 
     )
 }
 
+/// The stdout of `argv` run in the App VM.
+fn appvm(argv: &[&str]) -> String {
+    let mut args = vec!["exec", "appvm", "--"];
+    args.extend_from_slice(argv);
+    t_ok(&args).stdout
+}
+
+/// The checksum of the file the test syncs on nginx's persistent path.
+fn synced_sum() -> String {
+    appvm(&["md5sum", "/var/www/tails-server/synced"])
+}
+
+fn enable(services: &[&str]) {
+    for s in services {
+        t_ok(&[s, "enable"]);
+    }
+}
+
 /// A network namespace `name` joined to the host by a veth pair: the host
 /// side `host_ip`, the namespace's `ns_ip` (both /24), its default route
 /// through the host.
@@ -245,9 +263,7 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
         "nginx's keys are in the store"
     );
     t_ok(&["up", "--network", "local"]);
-    for s in ["nginx", "prosody", "filedrop"] {
-        t_ok(&[s, "enable"]);
-    }
+    enable(&["nginx", "prosody", "filedrop"]);
     let amnesic = Path::new(STATE).join("amnesic/services/filedrop/state.json");
     assert!(amnesic.is_file(), "the file drop's keys are in memory only");
     assert!(
@@ -264,18 +280,8 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
 
     // Data in each persistent path, and in the amnesic one.
     let page = format!("kept across reboots {}", std::process::id());
-    t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "sh",
-        "-c",
-        &format!("{} && sync", page_script(&page)),
-    ]);
-    t_ok(&[
-        "exec",
-        "appvm",
-        "--",
+    appvm(&["sh", "-c", &format!("{} && sync", page_script(&page))]);
+    appvm(&[
         "sh",
         "-c",
         "echo gone > /var/lib/tails-server-filedrop/forgotten && sync",
@@ -308,9 +314,11 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
     t_ok(&["nginx", "set-option", "allow-lan", "true"]);
     let (c, out) = get_from("tslan", lan_url);
     assert!(c == 0 && out.contains(&page), "from the LAN: {out}");
+    // curl's 28: no answer at all, the host table dropped it (the relay's
+    // own check of the peer would have closed it: an empty reply).
     for url in [lan_url, "http://203.0.113.1:8080/"] {
         let (c, out) = get_from("tswan", url);
-        assert_ne!(c, 0, "from a public address to {url}: {out}");
+        assert_eq!(c, 28, "from a public address to {url}: {out}");
     }
     t_ok(&["nginx", "set-option", "allow-lan", "false"]);
     t_ok(&["nginx", "set-option", "allow-localhost", "false"]);
@@ -324,23 +332,9 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
     drop_netns("tswan");
 
     // Point 6: the App VM's QEMU killed while nginx's path is written.
-    t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "sh",
-        "-c",
-        "head -c 1048576 /dev/urandom > /var/www/tails-server/synced && sync && \
-         (while :; do head -c 65536 /dev/urandom >> /var/www/tails-server/busy; done) >/dev/null 2>&1 &",
-    ]);
-    let synced = t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "md5sum",
-        "/var/www/tails-server/synced",
-    ])
-    .stdout;
+    appvm(&["sh", "-c", "head -c 1048576 /dev/urandom > /var/www/tails-server/synced && sync && \
+         (while :; do head -c 65536 /dev/urandom >> /var/www/tails-server/busy; done) >/dev/null 2>&1 &"]);
+    let synced = synced_sum();
     std::thread::sleep(std::time::Duration::from_secs(2));
     let st = status_json();
     let pid = vm_status(&st, "appvm")["pid"].as_u64().expect("appvm pid");
@@ -360,14 +354,7 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
             && t(&["exec", "appvm", "--", "true"]).code == 0
     });
     assert!(back, "nginx is back after the App VM was killed");
-    let again = t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "md5sum",
-        "/var/www/tails-server/synced",
-    ])
-    .stdout;
+    let again = synced_sum();
     assert_eq!(again, synced, "what was synced is there");
     assert_eq!(creds("nginx").0, nginx, "the same address");
 
@@ -393,22 +380,12 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
     let _ = sh(&format!("umount {STATE}/amnesic; rm -rf {STATE}/amnesic"));
     t_ok(&["persistence", "unlock", "--passphrase-file", &pass]);
     t_ok(&["up", "--network", "local"]);
-    for s in ["nginx", "prosody", "filedrop"] {
-        t_ok(&[s, "enable"]);
-    }
+    enable(&["nginx", "prosody", "filedrop"]);
     assert_eq!(creds("nginx").0, nginx, "nginx's address is kept");
     assert_eq!(creds("prosody").0, chat, "prosody's address is kept");
     let (drop2, _) = creds("filedrop");
     assert_ne!(drop2, drop1, "the amnesic file drop has a new address");
-    let left = t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "ls",
-        "-A",
-        "/var/lib/tails-server-filedrop",
-    ])
-    .stdout;
+    let left = appvm(&["ls", "-A", "/var/lib/tails-server-filedrop"]);
     assert!(
         !left.contains("forgotten"),
         "the file drop's data is gone: {left}"
@@ -435,20 +412,13 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
     t_ok(&["persistence", "unlock", "--passphrase-file", &pass]);
     t_ok(&["up", "--network", "local"]);
     // The autostart option is off: nginx is enabled again.
-    t_ok(&["nginx", "enable"]);
+    enable(&["nginx"]);
     assert_eq!(
         creds("nginx").0,
         nginx,
         "nginx's address survives the power cut"
     );
-    let again = t_ok(&[
-        "exec",
-        "appvm",
-        "--",
-        "md5sum",
-        "/var/www/tails-server/synced",
-    ])
-    .stdout;
+    let again = synced_sum();
     assert_eq!(again, synced, "what was synced survived the power cut");
     let got = fetch(socks, &nginx);
     assert!(got.contains(&page), "the page after the power cut: {got}");

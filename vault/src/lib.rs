@@ -164,6 +164,16 @@ fn check_passphrase(p: &[u8]) -> Result<(), VaultError> {
     }
 }
 
+/// Whether something is mounted on `p` (from /proc/self/mountinfo; our
+/// paths have no characters mountinfo escapes).
+pub fn is_mount_point(p: &Path) -> bool {
+    let target = p.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split(' ').nth(4).is_some_and(|t| t == target))
+    })
+}
+
 impl Vault {
     fn export(&self) -> PathBuf {
         self.work.join("plain")
@@ -180,11 +190,7 @@ impl Vault {
 
     /// Whether it is unlocked (its file system mounted).
     pub fn is_unlocked(&self) -> bool {
-        std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-            let target = self.mountpoint.display().to_string();
-            m.lines()
-                .any(|l| l.split(' ').nth(4).is_some_and(|t| t == target))
-        })
+        is_mount_point(&self.mountpoint)
     }
 
     /// Make a new container of `size_mib` MiB holding an empty ext4, locked.

@@ -41,19 +41,6 @@ pub struct Handlers {
 
 const CLIENT_AUTH_OFF: &str = "client authorization is off: anyone who learns the address can reach the service, and a hosted onion service whose address leaks is far easier to locate than a client";
 
-/// The persistent store as it is now.
-pub fn persistent_now(paths: &crate::paths::Paths) -> crate::store::Persistent {
-    use crate::store::Persistent;
-    let v = paths.vault();
-    if v.is_unlocked() {
-        Persistent::Unlocked(v.mountpoint)
-    } else if v.exists() {
-        Persistent::Locked
-    } else {
-        Persistent::Missing
-    }
-}
-
 impl Handlers {
     pub fn new(sup: Arc<Supervisor>) -> Handlers {
         Handlers {
@@ -124,7 +111,7 @@ impl Handlers {
             .store
             .lock()
             .await
-            .set_persistent(persistent_now(self.sup.paths()));
+            .set_persistent(crate::store::Persistent::of(&self.sup.paths().vault()));
         let done = done??;
         crate::log(done.clone());
         Ok(Reply::Done(done))
@@ -232,7 +219,7 @@ impl Handlers {
             .store
             .lock()
             .await
-            .set_persistent(persistent_now(self.sup.paths()));
+            .set_persistent(crate::store::Persistent::of(&self.sup.paths().vault()));
         let _ = self.quit.send(true);
         round.stack.clone().map_err(ApiFailure)?;
         // Said, not only logged: a person must not believe the store is closed.
@@ -490,9 +477,6 @@ impl Handlers {
     async fn enable(&self, svc: &Service) -> Result<Reply> {
         let name = svc.name();
         self.running_stack()?;
-        if services::persistence_on(&self.load(svc).await?.values) {
-            self.needs_data_disk(name)?;
-        }
         let port = svc.default_target_port();
         let taken = self.sup.desired().services.keys().find_map(|other| {
             let o = self.sup.catalog().get(other)?;
@@ -507,6 +491,10 @@ impl Handlers {
         }
         let ((), st) = self
             .change(svc, |st| {
+                // Checked before anything is made or saved.
+                if services::persistence_on(&st.values) {
+                    self.needs_data_disk(name)?;
+                }
                 st.ensure_key()?;
                 st.ensure_first_client(name)?;
                 Ok(())
@@ -690,7 +678,7 @@ async fn autostart_names(sup: &Supervisor) -> Vec<String> {
     sup.catalog()
         .iter()
         .filter(|svc| {
-            store.service_file(svc.name()).exists()
+            store.locate(svc.name()).is_some()
                 && services::load(&store, svc).is_ok_and(|st| services::autostart_on(&st.values))
         })
         .map(|svc| svc.name().to_owned())

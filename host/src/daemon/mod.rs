@@ -47,7 +47,7 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
         .map_err(io("chmod", &paths.runtime))?;
     // One daemon per state: the lock is held for as long as we run.
     let mut store = Store::open(&paths.state, &paths.amnesic())?;
-    store.set_persistent(crate::daemon::handlers::persistent_now(&paths));
+    store.set_persistent(crate::store::Persistent::of(&paths.vault()));
     let sock = paths.control_socket();
     if tokio::net::UnixStream::connect(&sock).await.is_ok() {
         return Err(DaemonError::Busy);

@@ -9,7 +9,10 @@
 //! `recovery`: see [`recovery`].
 //!
 //! `services`: see [`services`].
+//!
+//! `disk`: see [`disk`].
 
+mod disk;
 mod onion;
 mod recovery;
 mod services;
@@ -53,6 +56,12 @@ enum Bench {
     /// nginx's, on the testnet.
     Services {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+        runs: u32,
+    },
+    /// 256 MiB written and read by the App VM on its persistent disk vs the
+    /// same on a raw file of the host's (no network needed).
+    Disk {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
     },
 }
@@ -212,5 +221,6 @@ fn main() -> Result<()> {
         Bench::Onion { runs } => onion::run(&cli.bin, runs),
         Bench::Recovery { runs } => recovery::run(&cli.bin, runs),
         Bench::Services { runs } => services::run(&cli.bin, runs),
+        Bench::Disk { runs } => disk::run(&cli.bin, runs),
     }
 }

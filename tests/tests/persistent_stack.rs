@@ -14,7 +14,9 @@
 //!   no data; then the host's power is cut (everything killed, mounts and
 //!   the runtime directory gone);
 //! - boot 3: nothing without the passphrase; then nginx's address, page and
-//!   synced file are there.
+//!   synced file are there; persistence turned off (asked first) takes its
+//!   keys out of the store and its data off the disk; after a clean `down`
+//!   both disks are clean.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -422,7 +424,35 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
     assert_eq!(again, synced, "what was synced survived the power cut");
     let got = fetch(socks, &nginx);
     assert!(got.contains(&page), "the page after the power cut: {got}");
+    // Point 3: persistence off for nginx is asked first (refused without
+    // a terminal, nothing changed); with --yes its keys move into memory
+    // (the address holds for this session) and its data leaves the disk.
+    let kept = Path::new(&mnt).join("services/nginx/state.json");
+    refused(
+        &["nginx", "set-option", "persistence", "false"],
+        "add --yes",
+    );
+    assert!(kept.is_file(), "nothing changed");
+    t_ok(&["nginx", "set-option", "persistence", "false", "--yes"]);
+    assert!(!kept.exists(), "out of the store");
+    assert!(
+        Path::new(STATE)
+            .join("amnesic/services/nginx/state.json")
+            .is_file(),
+        "in memory"
+    );
+    assert_eq!(creds("nginx").0, nginx, "the same address for this session");
+    let left = appvm(&["ls", "-A", "/persistent/services"]);
+    assert!(!left.contains("nginx"), "its data left the disk: {left}");
     drop(client);
+    t_ok(&["down"]);
+    // After the power cut and a clean end of the next boot, both disks are
+    // clean too.
+    t_ok(&["persistence", "unlock", "--passphrase-file", &pass]);
+    for vm in ["appvm", "torvm"] {
+        let (c, out) = sh(&format!("e2fsck -fn {mnt}/disks/{vm}.img"));
+        assert_eq!(c, 0, "{vm}'s disk after the power cut: {out}");
+    }
     t_ok(&["down"]);
     let _ = sh(&format!("umount {STATE}/amnesic; rm -rf {STATE} {DIR}"));
 }

@@ -273,8 +273,11 @@ pub fn run(name: &str, ctx: &Ctx) -> Outcome {
         }
         "vsock" => {
             let mut jobs = Vec::new();
-            let streams: [(u32, u32); 9] = [
+            // The host on its agent port, the relay's port (the host dials
+            // the App VM there, never the other way), common ones.
+            let streams: [(u32, u32); 10] = [
                 (2, 1024),
+                (2, 1025),
                 (2, 22),
                 (2, 80),
                 (2, 9999),

@@ -61,14 +61,20 @@ const MOUNT: &str = "d=; for b in /sys/block/vd*; do [ \"$(cat $b/serial)\" = ta
     [ \"$(head -c 65536 $d | tr -d '\\000' | head -c 1 | wc -c)\" = 0 ] && mkfs.ext4 -q -m 0 $d; \
     mount -o nosuid,nodev $d /mnt/bench; }";
 
-pub fn run(bin: &Path, runs: u32) -> Result<()> {
+/// The stack down (locking the store) and the benchmark's files gone.
+fn clean(bin: &Path) {
     let _ = ts(bin, &["down"]).output();
     let _ = Command::new("sh")
         .args([
             "-c",
-            &format!("umount {STATE}/amnesic 2>/dev/null; rm -rf {DIR}; mkdir -p {DIR}"),
+            &format!("umount {STATE}/amnesic 2>/dev/null; rm -rf {DIR}"),
         ])
         .status();
+}
+
+pub fn run(bin: &Path, runs: u32) -> Result<()> {
+    clean(bin);
+    std::fs::create_dir_all(DIR)?;
     let pass = format!("{DIR}/pass");
     std::fs::write(&pass, format!("{PASS}\n"))?;
     run_ok(&mut ts(
@@ -118,13 +124,7 @@ pub fn run(bin: &Path, runs: u32) -> Result<()> {
         hw.push(h_w);
         hr.push(h_r);
     }
-    let _ = ts(bin, &["down"]).output();
-    let _ = Command::new("sh")
-        .args([
-            "-c",
-            &format!("umount {STATE}/amnesic 2>/dev/null; rm -rf {DIR}"),
-        ])
-        .status();
+    clean(bin);
     let mb = |s: f64| MIB as f64 / s;
     let (vw, vr, hw, hr) = (median(vw), median(vr), median(hw), median(hr));
     println!("{MIB} MiB sequential, runs: {runs} (medians)");

@@ -397,7 +397,18 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
     let (ok, out) = xmpp(socks, &chat, &password, &["--expect-history", &line]);
     assert!(ok, "the room's history after the reboot: {out}");
     let state = t_ok(&["exec", "torvm", "--", "cat", "/var/lib/tor/state"]).stdout;
-    assert_eq!(guards_in(&state), guards_before, "tor kept its guards");
+    // tor may sample one more guard when the testnet's consensus changes,
+    // but each one it had keeps its identity and its (randomised) date: a
+    // fresh state would have drawn them all anew.
+    let guards_after = guards_in(&state);
+    let lost: Vec<&String> = guards_before
+        .iter()
+        .filter(|g| !guards_after.contains(g))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "tor kept its guards: lost {lost:?}, now {guards_after:?}"
+    );
 
     // The host's power cut, then a boot: unlock, up.
     power_cut();

@@ -6,7 +6,9 @@
 //! `tails-proto` frames (magic, version, length, JSON) on the daemon's
 //! root-only Unix socket; one connection carries one request, then zero or
 //! more [`Reply::Progress`]/[`Reply::Tor`] reports, then exactly one final
-//! reply.
+//! reply. A [`Request::Watch`] connection instead stays open: the daemon
+//! pushes a [`Snapshot`] at once and again whenever it changes, with the
+//! steps and tor's bootstrap of what others asked, until it stops.
 //!
 //! Secrets that a person must pass on (a client's `auth-private` line, an
 //! exported onion key) appear only in the replies that exist to hand them
@@ -64,6 +66,8 @@ pub enum Request {
     },
     /// The encrypted persistent store.
     Persistence(PersistenceAction),
+    /// Stay connected and be told of every change (see [`Snapshot`]).
+    Watch,
 }
 
 /// A passphrase in a request: zeroized when dropped, never shown by `Debug`.
@@ -257,7 +261,19 @@ pub enum Reply {
     KeyFile(Vec<u8>),
     Exec(ExecOutput),
     Persistence(PersistenceReport),
+    /// On a `Watch` connection: the state now (sent again when it changes).
+    Event(Box<Snapshot>),
     Error(ApiError),
+}
+
+/// Everything a client shows, as one value: what `status`, `list` and
+/// `persistence status` say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub status: StatusReport,
+    pub catalog: Vec<ServiceSummary>,
+    pub persistence: PersistenceReport,
 }
 
 impl fmt::Debug for Reply {
@@ -278,6 +294,7 @@ impl fmt::Debug for Reply {
                 .field("exit_code", &o.exit_code)
                 .finish_non_exhaustive(),
             Reply::Persistence(p) => f.debug_tuple("Persistence").field(p).finish(),
+            Reply::Event(s) => f.debug_tuple("Event").field(s).finish(),
             Reply::Error(e) => f.debug_tuple("Error").field(e).finish(),
         }
     }
@@ -306,6 +323,9 @@ pub enum ErrorKind {
     /// The change loses something for good: the person is to be asked, and
     /// the request sent again confirmed.
     Confirm,
+    /// The peer may not do this (not root, not in the group, or a request
+    /// only root may make).
+    Denied,
 }
 
 /// An error as a client sees it: its kind and one line saying what is wrong
@@ -491,6 +511,15 @@ pub struct OptionReport {
     pub value: String,
     /// The value as JSON (a number for int and port, a boolean for bool).
     pub json: serde_json::Value,
+    /// `enum`: the values it may take, in the catalog's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// `int` and `port`: the smallest and largest values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<(i64, i64)>,
+    /// `secret`: how long a generated one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -573,6 +602,12 @@ mod tests {
         assert!(
             serde_json::from_str::<Request>(r#"{"up":{"network":"moon","bridges":[]}}"#).is_err()
         );
+        let w = serde_json::to_string(&Request::Watch).expect("json");
+        assert_eq!(w, r#""watch""#);
+        assert!(matches!(
+            serde_json::from_str::<Request>(&w).expect("parse"),
+            Request::Watch
+        ));
     }
 
     #[test]

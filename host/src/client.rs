@@ -30,6 +30,10 @@ pub enum ClientError {
     Exited { status: String, last: String },
     #[error("the daemon did not open {socket} in time; see {log}")]
     NoSocket { socket: String, log: String },
+    #[error("you may not use Tails Server: only root and the members of the group tails-server may (as root: adduser <user> tails-server, then log in again)")]
+    Denied,
+    #[error("the Tails Server daemon is not running, and only root may start it: `sudo systemctl start tails-server.socket`, or any `sudo tails-server` command")]
+    NotRunning,
     #[error("cannot open {path}: {source}")]
     Log {
         path: String,
@@ -49,11 +53,66 @@ pub async fn connect(paths: &Paths) -> Option<UnixStream> {
     UnixStream::connect(paths.control_socket()).await.ok()
 }
 
-/// Connect to the daemon, starting it if none runs.
+/// Connect to a running daemon: `Ok(None)` if none runs, an error if
+/// this user may not talk to it.
+pub async fn try_connect(paths: &Paths) -> Result<Option<UnixStream>, ClientError> {
+    match UnixStream::connect(paths.control_socket()).await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(ClientError::Denied),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Connect to the daemon, starting it if none runs (root only).
 pub async fn connect_or_start(paths: &Paths) -> Result<UnixStream, ClientError> {
-    match connect(paths).await {
+    match try_connect(paths).await? {
         Some(c) => Ok(c),
+        None if !nix::unistd::geteuid().is_root() => Err(ClientError::NotRunning),
         None => spawn_daemon(paths).await,
+    }
+}
+
+/// What a `Watch` connection brings.
+pub enum Watched {
+    /// The state now.
+    State(Box<crate::api::Snapshot>),
+    /// A step of what someone asked.
+    Step(String),
+    Tor(TorProgress),
+}
+
+/// Watch the daemon on `conn`: `on` is called for every report until the
+/// daemon stops (`Ok`), or the connection fails.
+pub async fn watch(mut conn: UnixStream, mut on: impl FnMut(Watched)) -> Result<(), ClientError> {
+    write_frame(
+        &mut conn,
+        &Request::Watch,
+        MAX_FRAME,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(ClientError::Send)?;
+    loop {
+        // No deadline: a quiet daemon sends nothing for as long as nothing
+        // changes.
+        match read_frame::<_, Reply>(&mut conn, MAX_FRAME, Duration::MAX).await {
+            Ok(Reply::Event(s)) => on(Watched::State(s)),
+            Ok(Reply::Progress(m)) => on(Watched::Step(m)),
+            Ok(Reply::Tor(p)) => on(Watched::Tor(p)),
+            Ok(Reply::Error(e)) if e.kind == crate::api::ErrorKind::Denied => {
+                return Err(ClientError::Denied)
+            }
+            Ok(_) | Err(FrameError::Closed) => return Ok(()),
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(ClientError::Protocol(e)),
+        }
     }
 }
 
@@ -122,6 +181,25 @@ fn last_log_line(paths: &Paths) -> String {
     format!("{line} (see {})", paths.daemon_log().display())
 }
 
+/// The `tails-server` program: this one, or the one beside this program
+/// (the GUI), or the one on `PATH`.
+fn daemon_program() -> Result<std::path::PathBuf, ClientError> {
+    let exe = std::env::current_exe().map_err(ClientError::Spawn)?;
+    if exe.file_name().is_some_and(|n| n == "tails-server") {
+        return Ok(exe);
+    }
+    let beside = exe.with_file_name("tails-server");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    crate::paths::find_program("tails-server").ok_or_else(|| {
+        ClientError::Spawn(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "tails-server is not installed beside this program nor on PATH",
+        ))
+    })
+}
+
 /// Start the daemon detached, its output in the daemon log, and wait for
 /// its socket.
 pub async fn spawn_daemon(paths: &Paths) -> Result<UnixStream, ClientError> {
@@ -135,8 +213,7 @@ pub async fn spawn_daemon(paths: &Paths) -> Result<UnixStream, ClientError> {
         .append(true)
         .open(paths.daemon_log())
         .map_err(log_err)?;
-    let exe = std::env::current_exe().map_err(ClientError::Spawn)?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(daemon_program()?);
     cmd.arg("daemon")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(log_err)?)

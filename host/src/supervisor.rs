@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tails_catalog::Catalog;
-use tails_proto::msg::{HostMsg, TorConfig, TorNetwork};
+use tails_proto::msg::{HostMsg, TorConfig, TorNetwork, TorProgress};
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::api::{ApiError, ErrorKind, Incident, Network, SupervisorReport};
@@ -151,6 +151,11 @@ pub struct Supervisor {
     /// The request number of the last round kept, to wake waiters.
     round_seen: watch::Sender<u64>,
     progress: broadcast::Sender<String>,
+    /// Bumped when anything a client shows may have changed (what is asked,
+    /// what runs, what went wrong, the store): watchers then look again.
+    changes: watch::Sender<u64>,
+    /// Tor's bootstrap as an `up` sees it, for watchers.
+    tor: broadcast::Sender<TorProgress>,
     started: SystemTime,
     /// A dead daemon's host table was kept at start (fail closed while the
     /// stack was to come back): remove it if the stack is not to run.
@@ -206,6 +211,8 @@ impl Supervisor {
     pub fn new(paths: Paths, catalog: Catalog, store: Store, desired: Desired) -> Arc<Self> {
         let (round_seen, _) = watch::channel(0);
         let (progress, _) = broadcast::channel(256);
+        let (changes, _) = watch::channel(0);
+        let (tor, _) = broadcast::channel(64);
         Arc::new(Supervisor {
             paths,
             catalog,
@@ -220,6 +227,8 @@ impl Supervisor {
             rounds: Mutex::new(VecDeque::new()),
             round_seen,
             progress,
+            changes,
+            tor,
             started: SystemTime::now(),
             orphan_table: Mutex::new(false),
             relays: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -303,6 +312,7 @@ impl Supervisor {
             change(&mut next);
             crate::store::write_json(&self.paths.desired_file(), &next)?;
             *d = next;
+            self.changed();
             // Counted under the same lock a round reads both with: the
             // round that sees this number sees this change.
             self.requested.fetch_add(1, Ordering::SeqCst) + 1
@@ -361,6 +371,25 @@ impl Supervisor {
     /// Steps of a stack start, as they happen.
     pub fn subscribe_progress(&self) -> broadcast::Receiver<String> {
         self.progress.subscribe()
+    }
+
+    /// Say that something a client shows may have changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A count that moves when something a client shows may have changed.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tor's bootstrap, as an `up` saw it.
+    pub fn tor_seen(&self, p: &TorProgress) {
+        let _ = self.tor.send(p.clone());
+    }
+
+    pub fn subscribe_tor(&self) -> broadcast::Receiver<TorProgress> {
+        self.tor.subscribe()
     }
 
     /// Note something that happened (shown by `status`, logged).
@@ -470,6 +499,26 @@ impl Supervisor {
         Ok(what)
     }
 
+    /// Tell watchers when what a round leaves differs from what the last
+    /// round left: what runs, the restarts, the errors and incidents.
+    fn changed_since(&self, last: &mut Vec<u8>) {
+        let now = {
+            let rec = lock(&self.record);
+            serde_json::to_vec(&(
+                &*lock(&self.live),
+                lock(&self.restarts).per_vm,
+                lock(&self.stack).is_some(),
+                &rec.last_error,
+                rec.incidents.back().map(|i| (i.at, &i.what)),
+            ))
+            .unwrap_or_default()
+        };
+        if now != *last {
+            *last = now;
+            self.changed();
+        }
+    }
+
     /// Keep `live.json` as what runs is (when it changed).
     fn save_live(&self, last: &mut Vec<u8>) {
         let json = serde_json::to_vec(&*lock(&self.live)).unwrap_or_default();
@@ -485,6 +534,7 @@ impl Supervisor {
     pub async fn run(self: Arc<Self>) {
         let mut last_gen = u64::MAX;
         let mut saved = Vec::new();
+        let mut shown = Vec::new();
         loop {
             let (gen, desired) = {
                 let d = lock(&self.desired);
@@ -505,6 +555,7 @@ impl Supervisor {
                 };
             }
             self.finish_round(round);
+            self.changed_since(&mut shown);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}

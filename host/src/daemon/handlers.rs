@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tails_catalog::{OptionValue, Service};
-use tokio::sync::{mpsc, watch};
+use tails_catalog::{OptionKind, OptionValue, Service};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::{
     ClientReport, Credentials, DesiredReport, ErrorKind, Network, OptionReport, Reply, Request,
@@ -18,6 +18,9 @@ use crate::services::{self, Client, ServiceState};
 use crate::supervisor::{Phase, StackWant, Supervisor};
 
 type Tx = mpsc::UnboundedSender<Reply>;
+
+/// How long a watcher lets changes gather before it looks again.
+const SETTLE: Duration = Duration::from_millis(150);
 type Result<T, E = DaemonError> = std::result::Result<T, E>;
 
 /// Host-wide settings (`<state>/settings.json`).
@@ -64,14 +67,8 @@ impl Handlers {
     async fn persistence(&self, a: crate::api::PersistenceAction) -> Result<Reply> {
         use crate::api::PersistenceAction as P;
         let vault = self.sup.paths().vault();
-        let report = |v: &tails_vault::Vault| crate::api::PersistenceReport {
-            exists: v.exists(),
-            unlocked: v.is_unlocked(),
-            file: v.file.display().to_string(),
-            mountpoint: v.mountpoint.display().to_string(),
-        };
         if let P::Status = a {
-            return Ok(Reply::Persistence(report(&vault)));
+            return Ok(Reply::Persistence(self.persistence_report()));
         }
         if matches!(a, P::Lock) && self.sup.desired().stack.is_some() {
             // The VMs' disks and the services' keys are in it.
@@ -117,7 +114,91 @@ impl Handlers {
         Ok(Reply::Done(done))
     }
 
+    fn persistence_report(&self) -> crate::api::PersistenceReport {
+        let v = self.sup.paths().vault();
+        crate::api::PersistenceReport {
+            exists: v.exists(),
+            unlocked: v.is_unlocked(),
+            file: v.file.display().to_string(),
+            mountpoint: v.mountpoint.display().to_string(),
+        }
+    }
+
+    /// Everything a client shows (see [`crate::api::Snapshot`]).
+    async fn snapshot(&self) -> crate::api::Snapshot {
+        crate::api::Snapshot {
+            status: self.status_report().await,
+            catalog: self.catalog_summaries(),
+            persistence: self.persistence_report(),
+        }
+    }
+
+    /// A `Watch`: the state now, then again at every change (looked at
+    /// once the changes pause for [`SETTLE`]), with the steps and tor's
+    /// bootstrap of what others asked; until the client goes or the
+    /// daemon stops.
+    async fn watch(&self, tx: &Tx) -> Result<Reply> {
+        let mut changes = self.sup.subscribe_changes();
+        let mut steps = self.sup.subscribe_progress();
+        let mut tor = self.sup.subscribe_tor();
+        let mut quit = self.quit.subscribe();
+        let mut shown = String::new();
+        loop {
+            let snap = self.snapshot().await;
+            // Uptimes move every second: not a change worth a message.
+            let mut key = snap.clone();
+            if let Some(st) = key.status.stack.as_mut() {
+                for vm in &mut st.vms {
+                    vm.uptime_secs = None;
+                }
+            }
+            let key = serde_json::to_string(&key).unwrap_or_default();
+            if key != shown {
+                if tx.send(Reply::Event(Box::new(snap))).is_err() {
+                    break;
+                }
+                shown = key;
+            }
+            let sent = tokio::select! {
+                _ = quit.changed() => break,
+                _ = tx.closed() => break,
+                r = changes.changed() => r.is_ok(),
+                m = steps.recv() => match m {
+                    Ok(m) => tx.send(Reply::Progress(m)).is_ok(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                },
+                p = tor.recv() => match p {
+                    Ok(p) => tx.send(Reply::Tor(p)).is_ok(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                },
+            };
+            if !sent {
+                break;
+            }
+            tokio::time::sleep(SETTLE).await;
+        }
+        Ok(Reply::Done("the daemon is stopping".into()))
+    }
+
     pub async fn handle(&self, req: Request, tx: Tx) {
+        let changes = !matches!(
+            req,
+            Request::Status
+                | Request::List
+                | Request::Exec { .. }
+                | Request::Watch
+                | Request::Persistence(crate::api::PersistenceAction::Status)
+                | Request::Service {
+                    action: ServiceAction::Info
+                        | ServiceAction::State
+                        | ServiceAction::GetOption { .. }
+                        | ServiceAction::Credentials { .. }
+                        | ServiceAction::ExportKey,
+                    ..
+                }
+        );
         let reply = match req {
             Request::Up { network, bridges } => self.up(network, bridges, &tx).await,
             Request::Down => self.down().await,
@@ -136,7 +217,11 @@ impl Handlers {
                 bridges,
             } => self.autostart(on, network, bridges).await,
             Request::Persistence(a) => self.persistence(a).await,
+            Request::Watch => self.watch(&tx).await,
         };
+        if changes {
+            self.sup.changed();
+        }
         let _ = tx.send(reply.unwrap_or_else(|e| Reply::Error(e.to_api())));
     }
 
@@ -202,7 +287,7 @@ impl Handlers {
                 "tails-server is up: both VMs are ready (no uplink, tor not started)".into(),
             ));
         }
-        Ok(wait_bootstrap(&stack, network, tx).await)
+        Ok(wait_bootstrap(&self.sup, &stack, network, tx).await)
     }
 
     async fn down(&self) -> Result<Reply> {
@@ -228,6 +313,10 @@ impl Handlers {
     }
 
     async fn status(&self) -> Result<Reply> {
+        Ok(Reply::Status(Box::new(self.status_report().await)))
+    }
+
+    async fn status_report(&self) -> StatusReport {
         let desired = self.sup.desired();
         let stack = match self.sup.stack() {
             Some(s) => {
@@ -251,7 +340,7 @@ impl Handlers {
             .keys()
             .map(|n| self.service_report(n, None))
             .collect();
-        Ok(Reply::Status(Box::new(StatusReport {
+        StatusReport {
             daemon_pid: std::process::id(),
             desired: DesiredReport {
                 up: desired.stack.is_some(),
@@ -263,7 +352,7 @@ impl Handlers {
             supervisor: self.sup.report(),
             host_firewall: crate::firewall::status(&crate::firewall::nft()),
             services,
-        })))
+        }
     }
 
     /// The stack, or why requests to it cannot be served now.
@@ -295,19 +384,21 @@ impl Handlers {
     }
 
     fn list(&self) -> Reply {
+        Reply::List(self.catalog_summaries())
+    }
+
+    fn catalog_summaries(&self) -> Vec<ServiceSummary> {
         let desired = self.sup.desired();
-        Reply::List(
-            self.sup
-                .catalog()
-                .iter()
-                .map(|s| ServiceSummary {
-                    name: s.name().to_owned(),
-                    description: s.description().to_owned(),
-                    icon_name: s.icon_name().to_owned(),
-                    enabled: desired.services.contains_key(s.name()),
-                })
-                .collect(),
-        )
+        self.sup
+            .catalog()
+            .iter()
+            .map(|s| ServiceSummary {
+                name: s.name().to_owned(),
+                description: s.description().to_owned(),
+                icon_name: s.icon_name().to_owned(),
+                enabled: desired.services.contains_key(s.name()),
+            })
+            .collect()
     }
 
     fn service_report(&self, name: &str, st: Option<&ServiceState>) -> ServiceReport {
@@ -434,6 +525,19 @@ impl Handlers {
                     kind: o.kind().name().to_owned(),
                     value: v.to_string(),
                     json,
+                    choices: match o.kind() {
+                        OptionKind::Enum { values } => values.clone(),
+                        _ => Vec::new(),
+                    },
+                    range: match o.kind() {
+                        OptionKind::Int { min, max } => Some((*min, *max)),
+                        OptionKind::Port => Some((1, 65535)),
+                        _ => None,
+                    },
+                    length: match o.kind() {
+                        OptionKind::Secret { length } => Some(*length),
+                        _ => None,
+                    },
                 })
             })
             .collect();
@@ -791,7 +895,12 @@ fn credentials(
 
 /// Follow tor's bootstrap until 100 %, streaming it to the client. Past the
 /// deadline the stack stays up (tor keeps trying) and the client is told so.
-async fn wait_bootstrap(stack: &crate::stack::Stack, network: Network, tx: &Tx) -> Reply {
+async fn wait_bootstrap(
+    sup: &Supervisor,
+    stack: &crate::stack::Stack,
+    network: Network,
+    tx: &Tx,
+) -> Reply {
     let limit = match network {
         Network::Local => Duration::from_secs(180),
         _ => Duration::from_secs(540),
@@ -802,6 +911,7 @@ async fn wait_bootstrap(stack: &crate::stack::Stack, network: Network, tx: &Tx) 
         match stack.tor_progress().await {
             Ok(p) if p.progress >= 100 => {
                 crate::log("tor bootstrapped");
+                sup.tor_seen(&p);
                 let _ = tx.send(Reply::Tor(p));
                 return Reply::Done(format!(
                     "tails-server is up: both VMs are ready and tor is bootstrapped on the {network} network"
@@ -816,6 +926,7 @@ async fn wait_bootstrap(stack: &crate::stack::Stack, network: Network, tx: &Tx) 
             Ok(p) => {
                 if last.as_ref() != Some(&p) {
                     crate::log(format!("tor bootstrap {}%: {}", p.progress, p.summary));
+                    sup.tor_seen(&p);
                     let _ = tx.send(Reply::Tor(p.clone()));
                     last = Some(p);
                 }

@@ -88,7 +88,18 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
     };
     let _ = std::fs::remove_file(&sock);
     let listener = tokio::net::UnixListener::bind(&sock).map_err(io("bind", &sock))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+    // Root's, and readable by the group of the API's other users if there
+    // is one (the peer is checked again on every connection).
+    let access = transport::Access::from_system();
+    let mode = match access.group {
+        Some(gid) => {
+            nix::unistd::chown(&sock, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(|e| io("chown", &sock)(e.into()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(mode))
         .map_err(io("chmod", &sock))?;
     std::fs::write(paths.daemon_pid(), std::process::id().to_string())
         .map_err(io("write", &paths.daemon_pid()))?;
@@ -125,6 +136,7 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
     transport::serve(
         listener,
         Arc::new(handlers::Handlers::new(sup.clone())),
+        access,
         IDLE,
     )
     .await;

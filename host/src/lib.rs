@@ -6,7 +6,8 @@
 //! [`agent`]), the host firewall ([`firewall`]), the state store
 //! ([`store`], [`services`]) and the allow-localhost / allow-lan relay
 //! ([`relay`]); and the API ([`api`], a leaf) with its client
-//! side ([`client`]). The binaries — the CLI `tails-server`, later the GUI —
+//! side ([`client`]), and the CLI's definition ([`cli`], clap only). The
+//! binaries — the CLI `tails-server`, later the GUI —
 //! are thin clients of that API. See DESIGN.md for what each layer may do.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +16,7 @@
 pub mod accel;
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod error;

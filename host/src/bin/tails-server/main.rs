@@ -3,6 +3,7 @@
 //! never writes a state file, kills a process or touches the firewall
 //! itself. `tails-server daemon` runs the daemon (the library's) in the
 //! foreground; `image` and `testnet` are local tools that need no daemon.
+//! The command line's definition is the library's (`tails_server::cli`).
 
 mod output;
 mod persistence_cmd;
@@ -10,166 +11,9 @@ mod service_cmd;
 mod stack_cmd;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use tails_server::api::{Network, Role};
+use clap::Parser;
+use tails_server::cli::{Cli, Cmd, ImageCmd, TestnetCmd};
 use tails_server::Paths;
-
-#[derive(Parser)]
-#[command(
-    name = "tails-server",
-    version,
-    about = "Publish group services as Tor onion services from two isolated VMs"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Start the Tor VM and the App VM; returns when both agents are ready
-    /// and tor has bootstrapped.
-    Up {
-        /// The Tor network the Tor VM joins: public, local or none.
-        #[arg(long, default_value = "public", value_parser = parse_network)]
-        network: Network,
-        /// A tor bridge line (without `Bridge`), e.g. `192.0.2.7:443 4352E58420E68F5E40BF7C74FADDCCD9D1349413`; repeatable (pluggable transports are not in the Tor VM image yet).
-        #[arg(long = "bridge", value_name = "LINE", value_parser = parse_bridge)]
-        bridges: Vec<String>,
-    },
-    /// The embedded private Tor network (in its own network namespace).
-    Testnet {
-        #[command(subcommand)]
-        cmd: TestnetCmd,
-    },
-    /// Show each VM's state, agent, uptime, memory and accelerator.
-    Status {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Stop both VMs gracefully and remove every runtime file.
-    Down,
-    /// Run a command in a guest and return its output and exit code.
-    Exec {
-        /// `torvm` or `appvm`.
-        vm: Role,
-        /// Kill the command after this many seconds.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        timeout: u64,
-        /// Pass this command's stdin to the guest command (at most 160 KiB).
-        #[arg(long)]
-        stdin: bool,
-        /// Write the guest's output as it is, even to a terminal (by default
-        /// control characters are shown escaped there, like `qvm-run`: a
-        /// guest's escape sequences never reach your terminal).
-        #[arg(long)]
-        raw: bool,
-        /// The command and its arguments (after `--`).
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
-    /// Show what the App VM can see of the machine (DMI, CPU, MACs, PCI,
-    /// disks, command line, host name, time zone) and its fingerprint.
-    Identity {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the services of the catalog.
-    List {
-        /// Print JSON instead of YAML.
-        #[arg(long)]
-        json: bool,
-    },
-    /// `tails-server <service> info|status|enable|disable|get-option|set-option|add-client|remove-client|credentials`
-    #[command(external_subcommand)]
-    Service(Vec<String>),
-    /// Guest images.
-    Image {
-        #[command(subcommand)]
-        cmd: ImageCmd,
-    },
-    /// Bring the stack up at boot (the systemd unit tails-server.service), or not.
-    Autostart {
-        /// `on` or `off`.
-        #[arg(value_parser = ["on", "off"])]
-        state: String,
-        /// The Tor network the stack joins at boot: public, local or none.
-        #[arg(long, default_value = "public", value_parser = parse_network)]
-        network: Network,
-        /// A tor bridge line for the boot network; repeatable.
-        #[arg(long = "bridge", value_name = "LINE", value_parser = parse_bridge)]
-        bridges: Vec<String>,
-    },
-    /// The encrypted persistent store (a LUKS container on the host).
-    Persistence {
-        #[command(subcommand)]
-        cmd: persistence_cmd::PersistenceCmd,
-    },
-    /// Run the host agent in the foreground (started by `up`, or by systemd).
-    #[command(hide = true)]
-    Daemon {
-        /// At boot: bring the stack up with the autostart settings.
-        #[arg(long)]
-        boot: bool,
-    },
-    /// Exit 0 if KVM really runs a guest here (used by the accelerator probe).
-    #[command(hide = true)]
-    ProbeKvm,
-}
-
-#[derive(Subcommand)]
-enum TestnetCmd {
-    /// Start it (3 directory authorities, relays with an exit, a client); returns when usable.
-    Up,
-    /// Stop it and remove its namespace, processes and files.
-    Down,
-    /// Show it, and what another tor needs to join it.
-    Status {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Fetch a page as the testnet's client (through Tor), e.g. an onion service.
-    Fetch {
-        /// `http://HOST[:PORT]/` (HOST may be a .onion address).
-        url: String,
-        /// A file holding a client's `<address>:descriptor:x25519:<key>` line
-        /// (`-` for stdin): the client learns the key first.
-        #[arg(long, value_name = "FILE")]
-        auth_private: Option<String>,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=900))]
-        timeout: u64,
-    },
-}
-
-#[derive(Subcommand)]
-enum ImageCmd {
-    /// Build the guest images (cached: a no-op when the inputs have not changed).
-    Build {
-        /// Rebuild even if images for these inputs exist.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Print where the current images are, or say that they are missing.
-    Show,
-}
-
-fn parse_network(s: &str) -> Result<Network, String> {
-    Network::from_name(s)
-        .ok_or_else(|| format!("{s:?} is not a network: use public, local or none"))
-}
-
-/// A bridge line: one line of printable text, at most 1 KiB.
-fn parse_bridge(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    if s.is_empty() || s.len() > 1024 || s.chars().any(|c| c.is_control()) {
-        return Err("a bridge is one line of text, e.g. `192.0.2.7:443 4352E58420E68F5E40BF7C74FADDCCD9D1349413`".into());
-    }
-    Ok(s.strip_prefix("Bridge ").unwrap_or(s).to_owned())
-}
 
 fn require_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {

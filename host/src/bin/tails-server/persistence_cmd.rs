@@ -4,55 +4,18 @@
 //! scripts (`--passphrase-file`, its first line); it is zeroized once sent.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
 use serde_json::json;
 use tails_server::api::{ApiSecret, PersistenceAction, Reply, Request};
+use tails_server::cli::PersistenceCmd;
 use tails_server::client::{self, call};
 use tails_server::Paths;
 use zeroize::Zeroizing;
 
 use crate::output::{print, say};
 use crate::stack_cmd::{expect, unexpected};
-
-/// Default size of a new store.
-const DEFAULT_SIZE_MIB: u64 = 1024;
-
-#[derive(Subcommand)]
-pub enum PersistenceCmd {
-    /// Make the encrypted persistent store (a LUKS container; locked afterwards).
-    Create {
-        /// Its size in MiB.
-        #[arg(long, default_value_t = DEFAULT_SIZE_MIB, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
-        size_mib: u64,
-        /// Read the passphrase from the first line of this file instead of asking.
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-    },
-    /// Open it with its passphrase (mounted on the host only).
-    Unlock {
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-    },
-    /// Close it: only the passphrase opens it again.
-    Lock,
-    /// Whether it exists and whether it is unlocked.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace its passphrase (the old one no longer opens it).
-    ChangePassphrase {
-        /// The current passphrase, from a file.
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-        /// The new passphrase, from a file.
-        #[arg(long, value_name = "FILE")]
-        new_passphrase_file: Option<PathBuf>,
-    },
-}
 
 /// The first line of `path` (at most 1 KiB).
 fn from_file(path: &Path) -> Result<ApiSecret> {

@@ -5,87 +5,17 @@
 //! state; this renders the answers (YAML, or JSON with `--json`).
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde_json::{json, Value};
 use tails_server::api::{
     Credentials, Network, Reply, Request, ServiceAction, ServiceInfo, MAX_KEY_FILE,
 };
+use tails_server::cli::{ServiceCli, ServiceCmd as Action};
 use tails_server::client::{self, call};
 use tails_server::Paths;
 
 use crate::output::{print, say, write_private};
 use crate::stack_cmd::{expect, unexpected};
-
-/// `tails-server <service> …`
-#[derive(Parser)]
-#[command(no_binary_name = true, name = "tails-server <service>")]
-struct ServiceCli {
-    #[command(subcommand)]
-    action: Action,
-}
-
-#[derive(Subcommand)]
-enum Action {
-    /// Print the service's attributes and current values.
-    Info {
-        /// Also the client application, documentation, packages and clients.
-        #[arg(long)]
-        details: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print whether it is installed, running and published.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start it in the App VM and publish it as an onion service.
-    Enable,
-    /// Remove the onion service and stop it.
-    Disable,
-    /// Print an option's value.
-    GetOption { option: String },
-    /// Set an option (checked; nothing changes if it is refused); applied at
-    /// once to a running service.
-    SetOption {
-        option: String,
-        value: String,
-        /// Go on with a change that loses something for good (persistence
-        /// turned off) without being asked.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Authorize a new client (a fresh key pair, whose credentials are shown),
-    /// or a client's own x25519 public key; applied at once.
-    AddClient {
-        name: String,
-        /// The client's public key (52 base32 characters, or its
-        /// `descriptor:x25519:…` line): the host never holds its private key.
-        #[arg(long, value_name = "KEY")]
-        public_key: Option<String>,
-    },
-    /// Revoke a client; applied at once.
-    RemoveClient { name: String },
-    /// Show how to connect: address, the client's key line, connection info, QR code.
-    Credentials {
-        /// Which client (default: the only one, or `default`).
-        client: Option<String>,
-        /// Also write the QR code as an SVG file.
-        #[arg(long, value_name = "FILE")]
-        svg: Option<std::path::PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Take tor's `hs_ed25519_secret_key` file: the service gets its address.
-    ImportKey {
-        file: std::path::PathBuf,
-        /// Replace the key the service has (its address is lost).
-        #[arg(long)]
-        replace: bool,
-    },
-    /// Write the service's key as tor's `hs_ed25519_secret_key` file (0600).
-    ExportKey { file: std::path::PathBuf },
-}
 
 /// One request about `name`; an unknown service is named as a possible
 /// typo of a command.

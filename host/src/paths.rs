@@ -3,6 +3,9 @@
 //! Runtime files (sockets, pids, the stack's state) live under one runtime
 //! directory and are all removed by `down`; logs outlive a run so that a
 //! failed `up` can point at them; images live in the cache of the images crate.
+//! The installed programs and the catalog are in the library directory
+//! beside the executable's (`/usr/lib/tails-server` for the Debian package's
+//! `/usr/bin/tails-server`, `/usr/local/lib/tails-server` for setup.sh's).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +23,31 @@ pub struct Paths {
     pub store: PathBuf,
 }
 
+/// Where an installation's own programs and catalog are when nothing else
+/// says: setup.sh's prefix.
+pub const DEFAULT_LIB_DIR: &str = "/usr/local/lib/tails-server";
+
+/// The library directory: `TAILS_SERVER_LIB_DIR` if set, else the one
+/// that belongs to the running executable (`<prefix>/lib/tails-server` for
+/// `<prefix>/bin/tails-server`) if it exists, else [`DEFAULT_LIB_DIR`] (a
+/// build in `target/` uses setup.sh's installation).
+pub fn lib_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TAILS_SERVER_LIB_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| lib_dir_of(&exe))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LIB_DIR))
+}
+
+/// `<prefix>/lib/tails-server` for `<prefix>/bin/<exe>`.
+fn lib_dir_of(exe: &Path) -> Option<PathBuf> {
+    let prefix = exe.parent()?.parent()?;
+    Some(prefix.join("lib").join("tails-server"))
+}
+
 fn env_or(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)
@@ -34,7 +62,7 @@ impl Paths {
             runtime: env_or("TAILS_SERVER_RUNTIME_DIR", "/run/tails-server"),
             log: env_or("TAILS_SERVER_LOG_DIR", "/var/log/tails-server"),
             images: env_or("TAILS_SERVER_IMAGE_DIR", tails_images::DEFAULT_CACHE_DIR),
-            lib: env_or("TAILS_SERVER_LIB_DIR", "/usr/local/lib/tails-server"),
+            lib: lib_dir(),
             state: env_or("TAILS_SERVER_STATE_DIR", "/var/lib/tails-server/state"),
             store: env_or("TAILS_SERVER_STORE", "/var/lib/tails-server/store.luks"),
         }
@@ -156,14 +184,16 @@ impl Paths {
     }
 }
 
-/// Find `name` in the system directories ([`tails_images::SYSTEM_DIRS`]).
-/// Fixed, not `$PATH`: a root daemon must not run whatever a caller's
-/// environment points at, and the unprivileged users it runs programs as
-/// must be able to read them.
+/// Find `name` in the installation's library directory ([`lib_dir`]: the
+/// Debian package ships vhost-device-vsock there), then in the system
+/// directories ([`tails_images::SYSTEM_DIRS`]). Fixed, not `$PATH`: a root
+/// daemon must not run whatever a caller's environment points at, and the
+/// unprivileged users it runs programs as must be able to read them.
 pub fn find_program(name: &str) -> Option<PathBuf> {
-    tails_images::SYSTEM_DIRS
-        .iter()
-        .map(|d| Path::new(d).join(name))
+    let lib = lib_dir();
+    std::iter::once(lib.as_path())
+        .chain(tails_images::SYSTEM_DIRS.iter().map(Path::new))
+        .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
 
@@ -188,5 +218,32 @@ pub fn make_jail_root(root: &Path) -> std::io::Result<()> {
     match std::fs::create_dir(root) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
         _ => std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lib_dir_is_beside_the_executables_bin() {
+        assert_eq!(
+            lib_dir_of(Path::new("/usr/bin/tails-server")).unwrap(),
+            Path::new("/usr/lib/tails-server")
+        );
+        assert_eq!(
+            lib_dir_of(Path::new("/usr/local/bin/tails-server-gui")).unwrap(),
+            Path::new("/usr/local/lib/tails-server")
+        );
+        assert_eq!(lib_dir_of(Path::new("/tails-server")), None);
+    }
+
+    #[test]
+    fn a_test_build_falls_back_to_the_default_lib_dir() {
+        // This test's executable is in target/*/deps/, which has no
+        // lib/tails-server beside it.
+        if std::env::var_os("TAILS_SERVER_LIB_DIR").is_none() {
+            assert_eq!(lib_dir(), Path::new(DEFAULT_LIB_DIR));
+        }
     }
 }

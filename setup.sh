@@ -31,6 +31,8 @@ PACKAGES=(tor nftables kmod cpio mmdebstrap squashfs-tools tcpdump iproute2 busy
           dnsmasq-base python3-irc python3-socks python3-slixmpp python3-paramiko
           python3-gi gir1.2-infinity-0.7 python3-venv python3-six python3-wheel python3-setuptools libopus0
           cryptsetup-bin e2fsprogs)
+# Building and checking the Debian package (package/build-deb.sh, tests/tests/package.rs).
+PACKAGES+=(lintian man-db)
 # QEMU from bookworm-backports (10.x): the machine images here already carry
 # backports' qemu-utils, which conflicts with bookworm's qemu-system 7.2.
 BACKPORTS=(qemu-system-x86 qemu-utils)
@@ -83,6 +85,13 @@ if [ "$("$PREFIX/bin/vhost-device-vsock" --version 2>/dev/null || true)" != "vho
   say "building vhost-device-vsock $VHOST_VERSION (once)"
   cargo install --locked --root "$PREFIX" vhost-device-vsock --version "$VHOST_VERSION" \
     || die "cargo install vhost-device-vsock failed"
+fi
+
+# 3b. cargo-deb, pinned (package/build-deb.sh reads the pin here), cached.
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null || true)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+  say "building cargo-deb $CARGO_DEB_VERSION (once)"
+  cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" || die "cargo install cargo-deb failed"
 fi
 
 # 4. Unprivileged system users, one per process that touches guest data:

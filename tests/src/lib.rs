@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod faults;
+pub mod gui;
 pub mod leak;
 pub mod torclient;
 

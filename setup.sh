@@ -30,7 +30,9 @@ PACKAGES=(tor nftables kmod cpio mmdebstrap squashfs-tools tcpdump iproute2 busy
           xz-utils zstd binutils ca-certificates libc6-dev gcc pkg-config iputils-ping curl
           dnsmasq-base python3-irc python3-socks python3-slixmpp python3-paramiko
           python3-gi gir1.2-infinity-0.7 python3-venv python3-six python3-wheel python3-setuptools libopus0
-          cryptsetup-bin e2fsprogs)
+          cryptsetup-bin e2fsprogs
+          libgtk-4-dev libadwaita-1-dev xvfb at-spi2-core python3-pyatspi gir1.2-gtk-3.0
+          dbus-daemon dbus-x11 xauth)
 # Building and checking the Debian package (package/build-deb.sh, tests/tests/package.rs).
 PACKAGES+=(lintian man-db)
 # QEMU from bookworm-backports (10.x): the machine images here already carry
@@ -113,13 +115,14 @@ fi
 
 # 5. Build: the host binary, and both guest agents linked statically.
 say "building tails-server and the guest agents"
-cargo build --release --locked -p tails-server -p tails-jailer
+cargo build --release --locked -p tails-server -p tails-jailer -p tails-server-gui
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-torvm-agent -p tails-appvm-agent
 
 # 6. Install.
 install -d -m 0755 "$LIBDIR" "$LIBDIR/services"
 install -m 0755 target/release/tails-server "$PREFIX/bin/tails-server"
+install -m 0755 target/release/tails-server-gui "$PREFIX/bin/tails-server-gui"
 # The jailer runs as root and starts each QEMU and vsock backend in its jail.
 install -m 0755 target/release/tails-jailer "$LIBDIR/tails-jailer"
 for a in torvm appvm; do

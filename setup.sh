@@ -105,6 +105,13 @@ for u in tails-torvm tails-appvm tails-vsock-torvm tails-vsock-appvm; do
   fi
 done
 
+# The group whose members may use the daemon's API besides root (the
+# desktop user of the GUI): `adduser <user> tails-server`.
+if ! getent group tails-server >/dev/null; then
+  say "creating system group tails-server"
+  addgroup --system tails-server >/dev/null
+fi
+
 # QEMU may use KVM (when the daemon's probe shows that it really works): the
 # VM users get /dev/kvm through the kvm group, and only while KVM is chosen.
 if getent group kvm >/dev/null; then

@@ -61,6 +61,11 @@ pub enum Cmd {
     },
     /// Stop both VMs gracefully and remove every runtime file.
     Down,
+    /// Follow the daemon: one JSON line at once and at every change
+    /// (`{"state": …}`: what `status --json`, `list --json` and
+    /// `persistence status --json` say), and the steps and tor's bootstrap
+    /// of what is asked (`{"step": …}`, `{"tor": …}`), until it stops.
+    Watch,
     /// Run a command in a guest and return its output and exit code.
     Exec {
         /// `torvm` or `appvm`.

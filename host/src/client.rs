@@ -81,9 +81,13 @@ pub enum Watched {
     Tor(TorProgress),
 }
 
-/// Watch the daemon on `conn`: `on` is called for every report until the
-/// daemon stops (`Ok`), or the connection fails.
-pub async fn watch(mut conn: UnixStream, mut on: impl FnMut(Watched)) -> Result<(), ClientError> {
+/// Watch the daemon on `conn`: `on` is called for every report until it
+/// says stop (returns `false`), the daemon stops (both `Ok`), or the
+/// connection fails.
+pub async fn watch(
+    mut conn: UnixStream,
+    mut on: impl FnMut(Watched) -> bool,
+) -> Result<(), ClientError> {
     write_frame(
         &mut conn,
         &Request::Watch,
@@ -96,9 +100,21 @@ pub async fn watch(mut conn: UnixStream, mut on: impl FnMut(Watched)) -> Result<
         // No deadline: a quiet daemon sends nothing for as long as nothing
         // changes.
         match read_frame::<_, Reply>(&mut conn, MAX_FRAME, Duration::MAX).await {
-            Ok(Reply::Event(s)) => on(Watched::State(s)),
-            Ok(Reply::Progress(m)) => on(Watched::Step(m)),
-            Ok(Reply::Tor(p)) => on(Watched::Tor(p)),
+            Ok(Reply::Event(s)) => {
+                if !on(Watched::State(s)) {
+                    return Ok(());
+                }
+            }
+            Ok(Reply::Progress(m)) => {
+                if !on(Watched::Step(m)) {
+                    return Ok(());
+                }
+            }
+            Ok(Reply::Tor(p)) => {
+                if !on(Watched::Tor(p)) {
+                    return Ok(());
+                }
+            }
             Ok(Reply::Error(e)) if e.kind == crate::api::ErrorKind::Denied => {
                 return Err(ClientError::Denied)
             }

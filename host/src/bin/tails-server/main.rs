@@ -196,7 +196,15 @@ fn run(cli: Cli) -> Result<i32> {
             1
         });
     }
-    require_root()?;
+    // What works on the host itself is root's; what goes through the
+    // daemon's API is checked by the daemon (root, or the group
+    // tails-server).
+    if matches!(
+        cli.cmd,
+        Cmd::Image { .. } | Cmd::Testnet { .. } | Cmd::Daemon { .. }
+    ) {
+        require_root()?;
+    }
     let paths = Paths::from_env();
     if let Cmd::Image { cmd } = cli.cmd {
         image(&paths, cmd)?;
@@ -216,6 +224,7 @@ fn run(cli: Cli) -> Result<i32> {
                 stack_cmd::up(&paths, network, bridges).await.map(|_| 0)
             }
             Cmd::Down => stack_cmd::down(&paths).await.map(|_| 0),
+            Cmd::Watch => stack_cmd::watch(&paths).await.map(|_| 0),
             Cmd::Status { json } => stack_cmd::status(&paths, json).await.map(|_| 0),
             Cmd::Exec {
                 vm,

@@ -160,6 +160,36 @@ async fn status_report(conn: tokio::net::UnixStream) -> Result<StatusReport> {
     }
 }
 
+/// `watch`: the daemon's events as JSON lines, flushed one by one.
+pub async fn watch(paths: &Paths) -> Result<()> {
+    use std::io::Write;
+    use tails_server::client::Watched;
+    let conn = client::connect_or_start(paths).await?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    client::watch(conn, |w| {
+        let line = match w {
+            Watched::State(s) => serde_json::json!({ "state": s }),
+            Watched::Step(m) => serde_json::json!({ "step": m }),
+            Watched::Tor(p) => serde_json::json!({ "tor": p }),
+        };
+        // A reader that went away ends the watch at the next event.
+        match writeln!(out, "{line}").and_then(|_| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })
+    .await?;
+    match failed {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
 pub async fn status(paths: &Paths, json: bool) -> Result<()> {
     let Some(c) = client::connect(paths).await else {
         let stale = tails_server::takeover::find(paths);

@@ -4,6 +4,7 @@
 //! through the API, so the CLI and the GUI always show the same server.
 
 mod bridge;
+mod greeter;
 mod qr;
 mod server_page;
 mod service_page;
@@ -17,14 +18,8 @@ use gtk::glib;
 /// The application id (also the desktop file's and the icon's name).
 pub const APP_ID: &str = "org.boum.tails.Server";
 
-/// Tails Server's window: services one switch away, their address and key
-/// one click from being passed on.
-#[derive(Debug, Parser)]
-#[command(name = "tails-server-gui", version)]
-struct Args {}
-
 fn main() -> glib::ExitCode {
-    let _args = Args::parse();
+    let args = tails_server::cli::GuiArgs::parse();
     // The API's client code is async (tokio); GTK keeps the main thread.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -39,7 +34,13 @@ fn main() -> glib::ExitCode {
     };
     let daemon = bridge::Daemon::new(rt.handle().clone(), tails_server::paths::Paths::from_env());
     let app = adw::Application::builder().application_id(APP_ID).build();
-    app.connect_activate(move |app| window::present(app, daemon.clone()));
+    app.connect_activate(move |app| {
+        if args.greeter {
+            greeter::present(app, daemon.clone());
+        } else {
+            window::present(app, daemon.clone());
+        }
+    });
     // GTK sees no arguments: clap had them.
     app.run_with_args::<&str>(&[])
 }

@@ -26,6 +26,7 @@ pub struct ServicePage {
     warning: adw::ActionRow,
     address: gtk::Label,
     key: gtk::Label,
+    key_row: adw::ActionRow,
     info: gtk::Label,
     qr_address: gtk::Picture,
     qr_key: gtk::Picture,
@@ -94,6 +95,7 @@ impl ServicePage {
             .title("Key")
             .subtitle("The client's key line, for Tor Browser or tor's ClientOnionAuthDir")
             .build();
+        let key_row = krow.clone();
         krow.add_suffix(&key);
         krow.add_suffix(&copy_key);
         key.set_hexpand(true);
@@ -145,6 +147,7 @@ impl ServicePage {
             warning,
             address,
             key,
+            key_row,
             info,
             qr_address,
             qr_key,
@@ -202,17 +205,44 @@ impl ServicePage {
         let p = self.clone();
         self.ctx
             .request(self.request(ServiceAction::Info), None, move |r| match r {
-                Ok(Reply::Info(i)) => p.show_info(&i),
+                Ok(Reply::Info(i)) => {
+                    p.show_info(&i);
+                    p.load_credentials(&i);
+                }
                 Ok(_) => {}
                 Err(e) => p.ctx.toast(&format!("{}: {e}", p.name)),
             });
+    }
+
+    /// The connection a person passes on: with client authorization, the
+    /// key line of the first client whose key is held here (`default`, the
+    /// one the first enable made, before the others).
+    fn load_credentials(self: &Rc<Self>, i: &ServiceInfo) {
+        if i.state.address.is_none() {
+            // No address yet: the service was never enabled.
+            self.show_unpublished();
+            return;
+        }
+        let held = || i.clients.iter().filter(|c| c.host_holds_key);
+        let client = held()
+            .find(|c| c.name == tails_server::services::FIRST_CLIENT)
+            .or_else(|| held().next())
+            .map(|c| c.name.clone());
+        self.key_row.set_subtitle(&match (&client, i.client_auth) {
+            (_, false) => "None: client authorization is off".to_owned(),
+            (Some(c), true) => {
+                format!("The key line of client {c}, for Tor Browser or tor's ClientOnionAuthDir")
+            }
+            (None, true) => "Every client gave its own key: this computer holds none".to_owned(),
+        });
         let p = self.clone();
         self.ctx.request(
-            self.request(ServiceAction::Credentials { client: None }),
+            self.request(ServiceAction::Credentials {
+                client: client.filter(|_| i.client_auth),
+            }),
             None,
             move |r| match r {
                 Ok(Reply::Credentials(c)) => p.show_credentials(&c),
-                // No address yet: the service was never enabled.
                 _ => p.show_unpublished(),
             },
         );

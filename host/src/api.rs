@@ -68,6 +68,10 @@ pub enum Request {
     Persistence(PersistenceAction),
     /// Stay connected and be told of every change (see [`Snapshot`]).
     Watch,
+    /// "Isolate via virtualization", the greeter's switch: whether the
+    /// stack comes up at boot. `set` saves a choice (`None`: only say);
+    /// `start` brings the stack up now if the choice is on, as a boot would.
+    Isolate { set: Option<bool>, start: bool },
 }
 
 /// A passphrase in a request: zeroized when dropped, never shown by `Debug`.
@@ -263,7 +267,25 @@ pub enum Reply {
     Persistence(PersistenceReport),
     /// On a `Watch` connection: the state now (sent again when it changes).
     Event(Box<Snapshot>),
+    Isolate(IsolateReport),
     Error(ApiError),
+}
+
+/// Whether the stack comes up at boot, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolateReport {
+    /// What the next boot does.
+    pub on: bool,
+    /// Which place decided it, in words (the kernel command line, the file
+    /// /etc/tails-server/isolate, the saved choice, …).
+    pub decided_by: String,
+    /// The choice saved through the API, if any.
+    pub saved: Option<bool>,
+    /// The saved choice is also in the unlocked persistent store.
+    pub in_store: bool,
+    /// What `start` did, if it did something.
+    pub done: Option<String>,
 }
 
 /// Everything a client shows, as one value: what `status`, `list` and
@@ -295,6 +317,7 @@ impl fmt::Debug for Reply {
                 .finish_non_exhaustive(),
             Reply::Persistence(p) => f.debug_tuple("Persistence").field(p).finish(),
             Reply::Event(s) => f.debug_tuple("Event").field(s).finish(),
+            Reply::Isolate(i) => f.debug_tuple("Isolate").field(i).finish(),
             Reply::Error(e) => f.debug_tuple("Error").field(e).finish(),
         }
     }

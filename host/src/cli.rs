@@ -119,6 +119,21 @@ pub enum Cmd {
         #[arg(long = "bridge", value_name = "LINE", value_parser = parse_bridge)]
         bridges: Vec<String>,
     },
+    /// "Isolate via virtualization", the greeter's switch: whether the
+    /// stack comes up at boot (with the autostart network, else the public
+    /// one). The kernel command line (tails-server.isolate=on|off) and the
+    /// file /etc/tails-server/isolate win over the saved choice.
+    Isolate {
+        /// `on`, `off`, or `status` (only say).
+        #[arg(value_parser = ["on", "off", "status"])]
+        state: String,
+        /// Bring the stack up now if isolation is on, as a boot would.
+        #[arg(long)]
+        start: bool,
+        /// Print JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
     /// The encrypted persistent store (a LUKS container on the host).
     Persistence {
         #[command(subcommand)]
@@ -358,4 +373,23 @@ mod tests {
         assert!(parse_network("moon").is_err());
         assert!(Cli::try_parse_from(["tails-server", "up", "--network", "moon"]).is_err());
     }
+}
+
+/// `tails-server-gui`'s arguments (its window is its own; GTK takes none).
+#[derive(Debug, Parser)]
+#[command(
+    name = "tails-server-gui",
+    version,
+    about = "The graphical interface of Tails Server",
+    long_about = "The graphical interface of Tails Server: the services of the catalog, their \
+state, options and clients, and how to connect to them (address, key, QR code).\n\n\
+It is a client of the tails-server daemon's API, like the command line: root or a member \
+of the group tails-server (the group of the daemon's socket) may use it."
+)]
+pub struct GuiArgs {
+    /// Show the greeter's screen instead: the "Isolate via virtualization"
+    /// switch and the persistent store's passphrase, before a session
+    /// starts.
+    #[arg(long)]
+    pub greeter: bool,
 }

@@ -16,6 +16,7 @@
 pub mod accel;
 pub mod agent;
 pub mod api;
+pub mod boot;
 pub mod cli;
 pub mod client;
 pub mod daemon;

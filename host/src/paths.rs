@@ -159,6 +159,11 @@ impl Paths {
     /// The persistent store: its container, its decrypted export's directory
     /// (root's only) and its mountpoint, both beside the runtime directory: they
     /// outlive a daemon that dies (the next one finds the store as it was).
+    /// The boot settings file a greeter or an image may write (see
+    /// [`crate::boot`]).
+    pub fn isolate_file(&self) -> PathBuf {
+        env_or("TAILS_SERVER_ISOLATE_FILE", crate::boot::DEFAULT_FILE)
+    }
     pub fn vault(&self) -> tails_vault::Vault {
         tails_vault::Vault {
             file: self.store.clone(),

@@ -46,6 +46,10 @@ pub enum ServiceError {
     NoClient { service: String, client: String },
     #[error("{service} has no client named {client}: `tails-server {service} add-client {client}` makes one")]
     NoCredentials { service: String, client: String },
+    #[error("{client} is the last authorized client of {service}: without one, the service would be open to anyone who learns its address; add another client first (`tails-server {service} add-client NAME`), or disable {service}")]
+    LastClient { service: String, client: String },
+    #[error("{service} has client authorization on but no authorized client, so it is not published: `tails-server {service} add-client NAME` makes one")]
+    NoAuthorizedClient { service: String },
     #[error("client {client} of {service} gave only its public key: its private key is with its owner, not here")]
     PublicOnly { service: String, client: String },
     #[error("{0}")]
@@ -348,7 +352,15 @@ impl ServiceState {
         Ok(())
     }
 
+    /// Revoke `name`; never the last client while client authorization is
+    /// on (tor would then publish the service without it: open to all).
     pub fn remove_client(&mut self, service: &str, name: &str) -> Result<(), ServiceError> {
+        if self.client_auth_on() && self.clients.len() == 1 && self.clients.contains_key(name) {
+            return Err(ServiceError::LastClient {
+                service: service.to_owned(),
+                client: name.to_owned(),
+            });
+        }
         self.clients
             .remove(name)
             .map(|_| ())
@@ -537,6 +549,13 @@ pub fn plan(svc: &Service, st: &ServiceState) -> Result<Plan, ServiceError> {
     } else {
         Vec::new()
     };
+    // An empty list is no client authorization at all for tor: a service
+    // that asks for it is not published without a client.
+    if st.client_auth_on() && client_auth.is_empty() {
+        return Err(ServiceError::NoAuthorizedClient {
+            service: name.to_owned(),
+        });
+    }
     client_auth.sort();
     client_auth.dedup();
     let virtual_port = virtual_port(svc, &st.values);
@@ -640,6 +659,42 @@ mod tests {
         let p = plan(&svc, &back).expect("plan");
         assert_eq!(p.publish.client_auth.len(), 2);
         assert_eq!(p.publish.service_id, addr.without_suffix());
+        crate::store::test_cleanup(&dir);
+    }
+
+    #[test]
+    fn a_service_with_client_authorization_is_never_published_without_a_client() {
+        let svc = nginx(false);
+        let dir = tmp("lastclient");
+        let store = crate::store::test_store(&dir);
+        let mut st = load(&store, &svc).expect("load");
+        st.ensure_key().expect("key");
+        // No client yet: no plan, rather than an ADD_ONION without
+        // ClientAuthV3 (open to anyone).
+        assert!(matches!(
+            plan(&svc, &st),
+            Err(ServiceError::NoAuthorizedClient { .. })
+        ));
+        st.ensure_first_client("nginx").expect("first");
+        st.add_client("nginx", "bob", None).expect("bob");
+        st.remove_client("nginx", "bob").expect("bob goes");
+        let e = st
+            .remove_client("nginx", "default")
+            .expect_err("the last one stays");
+        assert!(e.to_string().contains("add another client first"), "{e}");
+        assert_eq!(plan(&svc, &st).expect("plan").publish.client_auth.len(), 1);
+        // Client authorization off: no client needed, none sent.
+        st.values.insert(
+            tails_catalog::CLIENT_AUTH_OPTION.to_owned(),
+            OptionValue::Bool(false),
+        );
+        st.remove_client("nginx", "default")
+            .expect("off: it may go");
+        assert!(plan(&svc, &st)
+            .expect("plan")
+            .publish
+            .client_auth
+            .is_empty());
         crate::store::test_cleanup(&dir);
     }
 

@@ -77,19 +77,9 @@ fn service_command() -> clap::Command {
         .version(VERSION)
 }
 
-/// The GUI's page. It takes no arguments of its own (GTK's only), so its
-/// definition is this one.
+/// The GUI's page, from its definition in the library.
 fn gui_command() -> clap::Command {
-    clap::Command::new("tails-server-gui")
-        .version(VERSION)
-        .about("The graphical interface of Tails Server")
-        .long_about(
-            "The graphical interface of Tails Server: the services of the catalog, their \
-             state, options and clients, and how to connect to them (address, key, QR code).\n\n\
-             It is a client of the tails-server daemon's API, like the command line: root \
-             or a member of the group tails-server (the group of the daemon's socket) may \
-             use it.",
-        )
+    tails_server::cli::GuiArgs::command().version(VERSION)
 }
 
 /// Every page: file name and roff text.

@@ -238,11 +238,14 @@ fn the_gui_shows_and_changes_what_the_daemon_holds() {
         );
     }
 
-    // A client added from the GUI: the CLI has it, and the page shows the
-    // CLI's address and key line.
+    // A client added from the GUI beside one the CLI made: the CLI has
+    // it, and the page shows the CLI's address and the key line of the
+    // first client (alice).
+    cli.ok(&["nginx", "add-client", "alice"]);
     let r = gui.drive(&["add-client", "nginx", "bob"]);
     assert_eq!(r["added"], "bob", "{r}");
-    let creds = cli.json(&["nginx", "credentials", "bob", "--json"]);
+    cli.json(&["nginx", "credentials", "bob", "--json"]);
+    let creds = cli.json(&["nginx", "credentials", "alice", "--json"]);
     let address = text(&cli.json(&["nginx", "info", "--json"]), "address");
     assert!(address.ends_with(".onion"), "{address}");
     let page = gui.drive(&["credentials", "nginx"]);
@@ -255,9 +258,12 @@ fn the_gui_shows_and_changes_what_the_daemon_holds() {
         600,
     );
 
-    // Revoked from the GUI: gone for the CLI.
+    // Revoked from the GUI: gone for the CLI. The last client cannot be
+    // revoked (the service would be open to all): the daemon's reason.
     let r = gui.drive(&["revoke", "nginx", "bob"]);
-    assert_eq!(r["clients"], serde_json::json!([]), "{r}");
+    assert_eq!(r["clients"], serde_json::json!(["alice"]), "{r}");
+    let last = cli.refusal(&["nginx", "remove-client", "alice"]);
+    assert!(last.contains("last authorized client"), "{last}");
     let gone = cli.refusal(&["nginx", "credentials", "bob"]);
     assert!(gone.contains("no client named bob"), "{gone}");
 

@@ -29,7 +29,13 @@ pub struct Settings {
     /// Bring the stack up at boot (through the systemd unit) on this network.
     #[serde(default)]
     pub autostart: Option<AutostartSettings>,
+    /// The greeter's "Isolate via virtualization" (see [`crate::boot`]).
+    #[serde(default)]
+    pub isolate: Option<bool>,
 }
+
+/// The saved isolate choice's copy in the unlocked persistent store.
+const ISOLATE_IN_STORE: &str = "isolate.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AutostartSettings {
@@ -218,6 +224,7 @@ impl Handlers {
             } => self.autostart(on, network, bridges).await,
             Request::Persistence(a) => self.persistence(a).await,
             Request::Watch => self.watch(&tx).await,
+            Request::Isolate { set, start } => self.isolate(set, start, &tx).await,
         };
         if changes {
             self.sup.changed();
@@ -667,6 +674,12 @@ impl Handlers {
             && option == tails_catalog::CLIENT_AUTH_OPTION;
         self.change(svc, |st| {
             st.values.insert(option.to_owned(), parsed);
+            // Client authorization turned on for a service that never had
+            // a client: it gets its first one, as on a first enable (an
+            // empty list would publish it open).
+            if st.key.is_some() {
+                st.ensure_first_client(name)?;
+            }
             Ok(())
         })
         .await?;
@@ -754,6 +767,68 @@ impl Handlers {
         })
         .await?;
         Ok(Reply::Done(format!("{name} now has the address {address}")))
+    }
+
+    /// The greeter's switch: saved in the settings and, when it is
+    /// unlocked, in the persistent store too (an amnesic host, like Tails,
+    /// finds it there after the next unlock).
+    async fn isolate(&self, set: Option<bool>, start: bool, tx: &Tx) -> Result<Reply> {
+        let vault = self.sup.paths().vault();
+        let copy = vault.mountpoint.join(ISOLATE_IN_STORE);
+        let unlocked = vault.is_unlocked();
+        let settings = {
+            let store = self.sup.store.lock().await;
+            let mut s: Settings = store.read_settings()?;
+            match set {
+                Some(on) => {
+                    s.isolate = Some(on);
+                    store.write_settings(&s)?;
+                    if unlocked {
+                        crate::store::write_json(&copy, &on)?;
+                    }
+                }
+                None if s.isolate.is_none() && unlocked => {
+                    if let Ok(Some(on)) = crate::store::read_json::<bool>(&copy) {
+                        s.isolate = Some(on);
+                        store.write_settings(&s)?;
+                    }
+                }
+                None => {}
+            }
+            s
+        };
+        let (cmdline, file) = crate::boot::host_says(&self.sup.paths().isolate_file());
+        let choice = crate::boot::decide(
+            cmdline,
+            file,
+            settings.isolate,
+            settings.autostart.is_some(),
+        );
+        let in_store = unlocked
+            && crate::store::read_json::<bool>(&copy)
+                .ok()
+                .flatten()
+                .is_some_and(|v| Some(v) == settings.isolate);
+        let done = if start && choice.on {
+            let (network, bridges) = settings
+                .autostart
+                .map(|a| (a.network, a.bridges))
+                .unwrap_or((Network::Public, Vec::new()));
+            match self.up(network, bridges, tx).await? {
+                Reply::Done(m) => Some(m),
+                Reply::Error(e) => return Err(ApiFailure(e).into()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(Reply::Isolate(crate::api::IsolateReport {
+            on: choice.on,
+            decided_by: choice.source.words().to_owned(),
+            saved: settings.isolate,
+            in_store,
+            done,
+        }))
     }
 
     async fn autostart(&self, on: bool, network: Network, bridges: Vec<String>) -> Result<Reply> {

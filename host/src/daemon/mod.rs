@@ -64,10 +64,30 @@ pub async fn run(paths: Paths, opts: Options) -> Result<(), DaemonError> {
     };
     if opts.boot && !left {
         let settings: handlers::Settings = store.read_settings()?;
-        if let Some(a) = settings.autostart {
+        let (cmdline, file) = crate::boot::host_says(&paths.isolate_file());
+        let choice = crate::boot::decide(
+            cmdline,
+            file,
+            settings.isolate,
+            settings.autostart.is_some(),
+        );
+        crate::log(format!(
+            "at boot: isolation is {} (decided by {})",
+            if choice.on {
+                "on"
+            } else {
+                "off: nothing of Tails Server starts"
+            },
+            choice.source.words()
+        ));
+        if choice.on {
+            let (network, bridges) = settings
+                .autostart
+                .map(|a| (a.network, a.bridges))
+                .unwrap_or((crate::api::Network::Public, Vec::new()));
             desired.stack = Some(StackWant {
-                network: a.network,
-                bridges: a.bridges,
+                network,
+                bridges,
                 confirmed: true,
             });
         }

@@ -244,6 +244,16 @@ fn run(cli: Cli) -> Result<i32> {
                 .await
                 .map(|_| 0),
             Cmd::Persistence { cmd } => persistence_cmd::run(&paths, cmd).await.map(|_| 0),
+            Cmd::Isolate { state, start, json } => {
+                let set = match state.as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                };
+                service_cmd::isolate(&paths, set, start, json)
+                    .await
+                    .map(|_| 0)
+            }
             Cmd::Daemon { boot } => {
                 tails_server::daemon::run(paths, tails_server::daemon::Options { boot })
                     .await

@@ -79,6 +79,25 @@ pub async fn autostart(
     }
 }
 
+/// `isolate on|off|status`.
+pub async fn isolate(paths: &Paths, set: Option<bool>, start: bool, json: bool) -> Result<()> {
+    match ask(paths, Request::Isolate { set, start }).await? {
+        Reply::Isolate(r) => {
+            let v = json!({
+                "isolate": if r.on { "on" } else { "off" },
+                "decided-by": r.decided_by,
+                "saved": r.saved.map(|on| if on { "on" } else { "off" }),
+                "in-persistent-store": r.in_store,
+            });
+            if let Some(done) = &r.done {
+                say(&format!("{done}\n"));
+            }
+            print(&v, json)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
 fn info_value(i: &ServiceInfo, details: bool) -> Value {
     let options: serde_json::Map<String, Value> = i
         .options

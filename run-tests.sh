@@ -10,7 +10,8 @@ cd "$(dirname "$0")"
 VENV=/var/lib/tails-server-tests/venv
 MUMBLE_PINS="opuslib==3.0.1 protobuf==3.12.2 pymumble==1.6.1"
 [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
-have=$("$VENV/bin/python" -m pip freeze 2>/dev/null | grep -E '^(opuslib|protobuf|pymumble)==' | sort | tr '\n' ' ')
+# (A fresh venv has none of them: grep finds nothing, which is no error here.)
+have=$("$VENV/bin/python" -m pip freeze 2>/dev/null | { grep -E '^(opuslib|protobuf|pymumble)==' || true; } | sort | tr '\n' ' ')
 if [ "$have" != "$MUMBLE_PINS " ]; then
   "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check --require-hashes \
     --no-deps --no-build-isolation -r tests/clients/requirements-mumble.txt

@@ -140,6 +140,9 @@ install -m 0644 services/*.yaml "$LIBDIR/services/"
 # The systemd unit (not enabled: `tails-server autostart on` does that).
 install -d -m 0755 /etc/systemd/system
 install -m 0644 host/tails-server.service /etc/systemd/system/tails-server.service
+# Its API socket, for the group tails-server (not enabled either:
+# `systemctl enable --now tails-server.socket`).
+install -m 0644 host/tails-server.socket /etc/systemd/system/tails-server.socket
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 say "installed $PREFIX/bin/tails-server and $LIBDIR"
 

@@ -26,8 +26,13 @@ pub fn present(app: &adw::Application, daemon: Daemon) {
         window: window.clone(),
         toasts: toasts.clone(),
     };
+    // The application's icon, when it is installed (the Debian package).
+    let icon = gtk::gdk::Display::default()
+        .map(|d| gtk::IconTheme::for_display(&d))
+        .filter(|t| t.has_icon(crate::APP_ID))
+        .map_or("network-server-symbolic", |_| crate::APP_ID);
     let page = adw::StatusPage::builder()
-        .icon_name(crate::APP_ID)
+        .icon_name(icon)
         .title("Tails Server")
         .description("Group services as Tor onion services from this computer, in two virtual machines that never learn who or where it is.")
         .build();
@@ -49,6 +54,8 @@ pub fn present(app: &adw::Application, daemon: Daemon) {
     group.add(&pass);
     let said = gtk::Label::builder().wrap(true).margin_top(12).build();
     ui::name(&said, "Greeter status");
+    // A label's name follows its text in GTK 4.8: the description stays.
+    said.update_property(&[gtk::accessible::Property::Description("Greeter status")]);
     let go = gtk::Button::with_mnemonic("_Continue");
     go.add_css_class("suggested-action");
     go.add_css_class("pill");
@@ -64,29 +71,11 @@ pub fn present(app: &adw::Application, daemon: Daemon) {
     toasts.set_child(Some(&page));
     window.set_content(Some(&toasts));
 
-    // What is saved, and whether there is a store to unlock.
+    // Whether there is a store to unlock, then what is saved (in that
+    // order: once "Now: …" shows, the screen is complete).
     {
-        let (switch, said) = (switch.clone(), said.clone());
-        ctx.request(
-            Request::Isolate {
-                set: None,
-                start: false,
-            },
-            None,
-            move |r| match r {
-                Ok(Reply::Isolate(i)) => {
-                    switch.set_active(i.on);
-                    said.set_text(&format!(
-                        "Now: {} (decided by {}).",
-                        if i.on { "on" } else { "off" },
-                        i.decided_by
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => said.set_text(&e.to_string()),
-            },
-        );
-        let pass = pass.clone();
+        let (switch, said, pass) = (switch.clone(), said.clone(), pass.clone());
+        let c = ctx.clone();
         ctx.request(
             Request::Persistence(PersistenceAction::Status),
             None,
@@ -94,6 +83,25 @@ pub fn present(app: &adw::Application, daemon: Daemon) {
                 if let Ok(Reply::Persistence(p)) = r {
                     pass.set_visible(p.exists && !p.unlocked);
                 }
+                c.request(
+                    Request::Isolate {
+                        set: None,
+                        start: false,
+                    },
+                    None,
+                    move |r| match r {
+                        Ok(Reply::Isolate(i)) => {
+                            switch.set_active(i.on);
+                            said.set_text(&format!(
+                                "Now: {} (decided by {}).",
+                                if i.on { "on" } else { "off" },
+                                i.decided_by
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(e) => said.set_text(&e.to_string()),
+                    },
+                );
             },
         );
     }

@@ -31,7 +31,7 @@ impl Source {
     pub fn words(self) -> &'static str {
         match self {
             Source::KernelCommandLine => "the kernel command line (tails-server.isolate=)",
-            Source::File => "the file /etc/tails-server/isolate",
+            Source::File => "the isolate file (/etc/tails-server/isolate)",
             Source::Saved => "the saved choice",
             Source::Autostart => "the autostart setting",
             Source::Default => "nothing was chosen",

@@ -32,7 +32,7 @@ pub enum ClientError {
     NoSocket { socket: String, log: String },
     #[error("you may not use Tails Server: only root and the members of the group tails-server may (as root: adduser <user> tails-server, then log in again)")]
     Denied,
-    #[error("the Tails Server daemon is not running, and only root may start it: `sudo systemctl start tails-server.socket`, or any `sudo tails-server` command")]
+    #[error("the Tails Server daemon is not running, and only root may start it: `sudo systemctl enable --now tails-server.socket` (then it starts when asked)")]
     NotRunning,
     #[error("cannot open {path}: {source}")]
     Log {
@@ -142,7 +142,9 @@ pub async fn call(
     let sent = write_frame(&mut conn, req, MAX_FRAME, Duration::from_secs(10)).await;
     if let Err(e) = sent {
         // Whatever answers may have spoken before hanging up: that says more.
+        // (A daemon that refuses this peer says why and closes at once.)
         return match read_frame::<_, Reply>(&mut conn, MAX_FRAME, Duration::from_secs(1)).await {
+            Ok(r @ Reply::Error(_)) => Ok(r),
             Err(FrameError::Closed) | Err(FrameError::Timeout(_)) | Ok(_) => {
                 Err(ClientError::Send(e))
             }

@@ -45,6 +45,8 @@ pub enum DaemonError {
     NotUp,
     #[error("tails-server is starting or stopping; try again in a moment")]
     Busy,
+    #[error("socket activation: {0}")]
+    Activation(String),
     #[error("`down` was asked while the stack or a service was starting: it was stopped")]
     StoppedByDown,
     #[error("bridges need an uplink: use --network public or local")]
@@ -127,7 +129,7 @@ impl DaemonError {
             OtherNetwork(_) | PortTaken { .. } => ErrorKind::Invalid,
             StoreStillUnlocked(_) => ErrorKind::Host,
             StoreInUse => ErrorKind::Invalid,
-            Relay(_) => ErrorKind::Host,
+            Relay(_) | Activation(_) => ErrorKind::Host,
             ConfirmAmnesic(_) => ErrorKind::Confirm,
             NoDataDisk(_) => ErrorKind::Stack,
             Vault(e) => match e {

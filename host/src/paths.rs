@@ -74,6 +74,8 @@ impl Paths {
     pub fn runtime_lock(&self) -> PathBuf {
         self.runtime.with_extension("lock")
     }
+    /// The control socket, where the daemon (or systemd, for it: socket
+    /// activation) listens.
     pub fn control_socket(&self) -> PathBuf {
         self.runtime.join("control.sock")
     }

@@ -1386,6 +1386,26 @@ pub fn remove_runtime(paths: &Paths) {
     let _ = std::fs::remove_dir_all(&paths.runtime);
 }
 
+/// [`remove_runtime`], but for the control socket, which is systemd's
+/// (socket activation: it listens on it for the next daemon).
+pub fn remove_runtime_but_socket(paths: &Paths) {
+    let sock = paths.control_socket();
+    let Ok(entries) = std::fs::read_dir(&paths.runtime) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p == sock {
+            continue;
+        }
+        let _ = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}
+
 /// Remove the stack's runtime files (sockets, VM directories), not the
 /// daemon's: before the stack starts again.
 pub fn remove_stack_files(paths: &Paths) {

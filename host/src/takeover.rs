@@ -79,6 +79,12 @@ fn stale_processes(paths: &Paths) -> Vec<ProcId> {
 /// What a dead daemon left, if it left anything (runtime files or the host
 /// table); `None` while a daemon runs or when all is clean. Changes nothing.
 pub fn find(paths: &Paths) -> Option<Stale> {
+    find_left(paths, false)
+}
+
+/// [`find`], where the control socket is systemd's when `socket_given`
+/// (socket activation): then it is no leftover.
+pub fn find_left(paths: &Paths, socket_given: bool) -> Option<Stale> {
     let daemon = daemon_pid(paths);
     if daemon.is_some_and(|p| pid_alive(p) && p != std::process::id()) {
         return None;
@@ -86,7 +92,7 @@ pub fn find(paths: &Paths) -> Option<Stale> {
     let host_firewall = crate::firewall::status(&crate::firewall::nft()).present;
     let leftovers = paths.state_file().exists()
         || paths.desired_file().exists()
-        || paths.control_socket().exists()
+        || (!socket_given && paths.control_socket().exists())
         || paths.daemon_pid().exists();
     if !leftovers && !host_firewall {
         return None;
@@ -104,8 +110,8 @@ pub fn find(paths: &Paths) -> Option<Stale> {
 /// Take over from a dead daemon (called by a starting daemon that holds
 /// the state lock): stop the processes it left, and remove the host table
 /// if the stack is not to run again (`keep_table`); what was found.
-pub fn take_over(paths: &Paths, keep_table: bool) -> Option<String> {
-    let found = find(paths)?;
+pub fn take_over(paths: &Paths, keep_table: bool, socket_given: bool) -> Option<String> {
+    let found = find_left(paths, socket_given)?;
     let procs = stale_processes(paths);
     let stopped = crate::proc::kill_all(&procs, Duration::from_secs(5));
     let mut what = found.describe();
@@ -123,6 +129,8 @@ pub fn take_over(paths: &Paths, keep_table: bool) -> Option<String> {
         }
     }
     crate::stack::remove_stack_files(paths);
-    let _ = std::fs::remove_file(paths.control_socket());
+    if !socket_given {
+        let _ = std::fs::remove_file(paths.control_socket());
+    }
     Some(what)
 }

@@ -32,8 +32,10 @@ Commands:
   revoke <service> <client> [--timeout S]
   add-client <service> <name> [--timeout S]
   toasts [--containing TEXT] [--timeout S]
-  screenshot <path.png> [--page services|service:<name>|server]
+  screenshot <path.png> [--page services|service:<name>|server|greeter]
   server
+  greeter-state
+  greeter-continue on|off [--passphrase P] [--timeout S]
 """
 
 import argparse
@@ -714,6 +716,8 @@ def cmd_screenshot(app, args):
         if tab is None:
             raise DriverError("no view switcher button named Server")
         do(tab)
+    elif page == "greeter":
+        win = frame(app)
     elif page.startswith("service:"):
         service = page[len("service:"):]
         win, p = open_page(app, service, args.timeout)
@@ -764,6 +768,66 @@ def cmd_server(app, args):
     return out
 
 
+# --- the greeter's screen (tails-server-gui --greeter) ---------------------
+
+
+def greeter_widgets(app):
+    win = frame(app)
+    switch = need(win, "Isolate via virtualization", ("check box", "toggle button"))
+    said = find(win, lambda a: role(a) == "label" and description(a) == "Greeter status")
+    go = need(win, "Continue", ("push button",))
+    return win, switch, said, go
+
+
+def greeter_state(app):
+    win, switch, said, go = greeter_widgets(app)
+    entry = by_name(win, "Persistent store passphrase")
+    return {
+        "isolate": checked(switch),
+        "status": text_of(said) if said is not None else None,
+        "passphrase_asked": entry is not None and visible(entry),
+        "button": name(go).replace("_", ""),
+    }
+
+
+def cmd_greeter_state(app, args):
+    win, _, said, _ = greeter_widgets(app)
+    # What the daemon said at start ("Now: on|off (decided by …)").
+    wait_for("the greeter's first word", args.timeout, lambda: said is not None and text_of(said).startswith("Now: "),
+             seen=lambda: text_of(said) if said is not None else None)
+    return greeter_state(app)
+
+
+def cmd_greeter_continue(app, args):
+    if args.onoff not in ("on", "off"):
+        raise DriverError(f"greeter-continue takes on or off, not {args.onoff!r}")
+    win, switch, said, go = greeter_widgets(app)
+    if checked(switch) != (args.onoff == "on"):
+        do(switch, ("toggle", "click", "activate"))
+        wait_for("the switch to follow", 5, lambda: checked(switch) == (args.onoff == "on"))
+    if args.passphrase is not None:
+        entry = need(win, "Persistent store passphrase")
+        real_click(win, entry)
+        if not entry.queryEditableText().setTextContents(args.passphrase):
+            raise DriverError("cannot type into 'Persistent store passphrase'")
+        time.sleep(0.2)
+    do(go)
+    seen = {}
+
+    def finished():
+        seen.update(greeter_state(app))
+        status = seen.get("status") or ""
+        # Done: the button says Done; refused: it is sensitive again and
+        # the status is not a step under way.
+        if seen["button"].startswith("Done"):
+            return dict(seen)
+        if sensitive(go) and status and not status.endswith("…") and not status.startswith("Now: "):
+            return dict(seen)
+        return None
+
+    return wait_for("the greeter to finish", args.timeout, finished, seen=lambda: json.dumps(seen))
+
+
 COMMANDS = {
     "wait-ready": cmd_wait_ready,
     "list": cmd_list,
@@ -779,6 +843,8 @@ COMMANDS = {
     "toasts": cmd_toasts,
     "screenshot": cmd_screenshot,
     "server": cmd_server,
+    "greeter-state": cmd_greeter_state,
+    "greeter-continue": cmd_greeter_continue,
 }
 
 
@@ -813,6 +879,10 @@ def parser():
         "--page", default="services", help="services, service:<name> or server"
     )
     add("server")
+    add("greeter-state")
+    add("greeter-continue", "onoff", timeout=60.0).add_argument(
+        "--passphrase", help="type this into the persistent store's passphrase"
+    )
     return p
 
 

@@ -206,6 +206,16 @@ impl GuiSession {
     /// The same, with `env` added to the GUI's environment (and to a daemon
     /// it starts, and to the driver's).
     pub fn start_with_env(artifacts: &Path, env: &[(&str, &str)]) -> GuiSession {
+        GuiSession::start_with(artifacts, env, &[])
+    }
+
+    /// The greeter's screen (`tails-server-gui --greeter`) instead of the
+    /// main window.
+    pub fn start_greeter(artifacts: &Path, env: &[(&str, &str)]) -> GuiSession {
+        GuiSession::start_with(artifacts, env, &["--greeter"])
+    }
+
+    fn start_with(artifacts: &Path, env: &[(&str, &str)], args: &[&str]) -> GuiSession {
         let gui = gui_bin();
         assert!(
             gui.is_file(),
@@ -245,7 +255,8 @@ impl GuiSession {
         };
         let log = std::fs::File::create(&session.log).expect("open the GUI log");
         let mut c = Command::new(&gui);
-        c.stdin(Stdio::null())
+        c.args(args)
+            .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup the GUI log"))
             .stderr(log);
         session.session_env(&mut c);

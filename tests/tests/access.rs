@@ -214,3 +214,93 @@ fn members_of_the_group_use_the_api_others_are_refused_and_watchers_are_told() {
     let _ = std::fs::remove_dir_all(STATE);
     let _ = std::fs::remove_file(&pass);
 }
+
+/// Socket activation as systemd does it (`systemd-socket-activate` passes
+/// the listening socket the same way): the daemon serves on the socket it
+/// is given, and leaves it for the next start when it stops; a socket that
+/// is not the control socket is refused in one line.
+#[test]
+fn a_socket_activated_daemon_serves_and_leaves_systemds_socket() {
+    clean_start(std::path::Path::new(RUNTIME));
+    let _ = sh(&format!("umount {STATE}/amnesic"));
+    let _ = std::fs::remove_dir_all(STATE);
+    std::fs::create_dir_all(RUNTIME).expect("runtime dir");
+    let sock = format!("{RUNTIME}/control.sock");
+    let log = "/run/ts-activation.log";
+    let activate = |listen: &str| {
+        Command::new("systemd-socket-activate")
+            .args([
+                "-l",
+                listen,
+                "-E",
+                &format!("TAILS_SERVER_STATE_DIR={STATE}"),
+            ])
+            .arg(bin())
+            .arg("daemon")
+            .stdout(std::fs::File::create(log).expect("log"))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(log)
+                    .expect("log"),
+            ))
+            .spawn()
+            .expect("systemd-socket-activate")
+    };
+    let mut act = activate(&sock);
+    assert!(
+        wait_until(10, || std::path::Path::new(&sock).exists()),
+        "systemd-socket-activate listens"
+    );
+    let r = ts_env(&["list", "--json"], &[("TAILS_SERVER_STATE_DIR", STATE)]);
+    assert_eq!(r.code, 0, "list through the activated daemon: {r:?}");
+    assert!(r.stdout.contains("\"nginx\""), "{r:?}");
+    let pid: u32 = std::fs::read_to_string(format!("{RUNTIME}/daemon.pid"))
+        .expect("daemon.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert_eq!(pid, act.id(), "the daemon is the activated program");
+    // Nothing to do: it stops by itself, and the socket stays systemd's.
+    let ended = poll(20, || act.try_wait().ok().flatten());
+    let status = ended.expect("the activated daemon stops by itself");
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    assert!(
+        std::path::Path::new(&sock).exists(),
+        "the socket is left for the next start"
+    );
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        !said.contains("at start:"),
+        "no leftover was taken over: {said}"
+    );
+    let _ = std::fs::remove_file(&sock);
+
+    // Given another socket: refused, in one line.
+    let other = "/run/ts-activation-other.sock";
+    let _ = std::fs::remove_file(other);
+    let mut act = activate(other);
+    assert!(
+        wait_until(10, || std::path::Path::new(other).exists()),
+        "systemd-socket-activate listens"
+    );
+    let _ = std::os::unix::net::UnixStream::connect(other);
+    let status = poll(20, || act.try_wait().ok().flatten()).expect("it stops");
+    assert!(!status.success(), "refused");
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        said.contains("socket activation: the socket systemd passed is")
+            && said.contains("not /run/tails-server/control.sock"),
+        "{said}"
+    );
+    let _ = std::fs::remove_file(other);
+    let _ = std::fs::remove_file(log);
+    // What systemd would remove with the socket (RemoveOnStop).
+    let _ = std::fs::remove_dir_all(RUNTIME);
+    let _ = sh(&format!("umount {STATE}/amnesic"));
+    let _ = std::fs::remove_dir_all(STATE);
+}

@@ -37,6 +37,11 @@ pub struct Settings {
 /// The saved isolate choice's copy in the unlocked persistent store.
 const ISOLATE_IN_STORE: &str = "isolate.json";
 
+#[derive(Debug, Serialize, Deserialize)]
+struct IsolateCopy {
+    isolate: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AutostartSettings {
     pub network: Network,
@@ -784,12 +789,12 @@ impl Handlers {
                     s.isolate = Some(on);
                     store.write_settings(&s)?;
                     if unlocked {
-                        crate::store::write_json(&copy, &on)?;
+                        crate::store::write_json(&copy, &IsolateCopy { isolate: on })?;
                     }
                 }
                 None if s.isolate.is_none() && unlocked => {
-                    if let Ok(Some(on)) = crate::store::read_json::<bool>(&copy) {
-                        s.isolate = Some(on);
+                    if let Ok(Some(c)) = crate::store::read_json::<IsolateCopy>(&copy) {
+                        s.isolate = Some(c.isolate);
                         store.write_settings(&s)?;
                     }
                 }
@@ -805,10 +810,10 @@ impl Handlers {
             settings.autostart.is_some(),
         );
         let in_store = unlocked
-            && crate::store::read_json::<bool>(&copy)
+            && crate::store::read_json::<IsolateCopy>(&copy)
                 .ok()
                 .flatten()
-                .is_some_and(|v| Some(v) == settings.isolate);
+                .is_some_and(|c| Some(c.isolate) == settings.isolate);
         let done = if start && choice.on {
             let (network, bridges) = settings
                 .autostart

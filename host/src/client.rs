@@ -221,6 +221,9 @@ fn daemon_program() -> Result<std::path::PathBuf, ClientError> {
 /// Start the daemon detached, its output in the daemon log, and wait for
 /// its socket.
 pub async fn spawn_daemon(paths: &Paths) -> Result<UnixStream, ClientError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ClientError::NotRunning);
+    }
     let log_err = |source| ClientError::Log {
         path: paths.daemon_log().display().to_string(),
         source,

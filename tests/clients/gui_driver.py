@@ -34,6 +34,7 @@ Commands:
   toasts [--containing TEXT] [--timeout S]
   screenshot <path.png> [--page services|service:<name>|server|greeter]
   server
+  stop-server [--timeout S]
   greeter-state
   greeter-continue on|off [--passphrase P] [--timeout S]
 """
@@ -768,6 +769,34 @@ def cmd_server(app, args):
     return out
 
 
+def cmd_stop_server(app, args):
+    """Stop the server from its page (Stop, then the dialog's Stop), and
+    wait until the page says it is down (or that the daemon went)."""
+    win = show_services(app)
+    tab = find(win, lambda a: role(a) == "page tab" and name(a) == "Server")
+    if tab is None:
+        raise DriverError("no view switcher button named Server")
+    do(tab)
+    do(need(win, "Stop the server", ("push button",)))
+
+    def confirm():
+        for d in dialogs(app):
+            if name(d) == "Stop the server?":
+                return button_labelled(d, "Stop")
+        return None
+
+    do(wait_for("the dialog 'Stop the server?'", 10, confirm))
+    row = need(win, "Server state", ("list item",))
+    seen = {}
+
+    def down():
+        seen["state"] = row_subtitle(row)
+        return seen["state"] if seen["state"] in ("Down",) or seen["state"].startswith("Not connected") else None
+
+    state = wait_for("the server to be down", args.timeout, down, seen=lambda: seen.get("state"))
+    return {"state": state}
+
+
 # --- the greeter's screen (tails-server-gui --greeter) ---------------------
 
 
@@ -843,6 +872,7 @@ COMMANDS = {
     "toasts": cmd_toasts,
     "screenshot": cmd_screenshot,
     "server": cmd_server,
+    "stop-server": cmd_stop_server,
     "greeter-state": cmd_greeter_state,
     "greeter-continue": cmd_greeter_continue,
 }
@@ -879,6 +909,7 @@ def parser():
         "--page", default="services", help="services, service:<name> or server"
     )
     add("server")
+    add("stop-server", timeout=120.0)
     add("greeter-state")
     add("greeter-continue", "onoff", timeout=60.0).add_argument(
         "--passphrase", help="type this into the persistent store's passphrase"

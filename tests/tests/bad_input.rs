@@ -131,18 +131,29 @@ fn bad_bridges_are_refused() {
     );
 }
 
+/// A user who is neither root nor in the group tails-server: the host's
+/// own commands need root, and the daemon is not started for them (the
+/// daemon's own refusal is in tests/tests/access.rs).
 #[test]
 fn non_root_is_refused() {
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin())
-        .arg("status")
-        .output()
-        .expect("setpriv");
-    let r: Run = out.into();
+    let nobody = |args: &[&str]| -> Run {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .args(args)
+            .output()
+            .expect("setpriv")
+            .into()
+    };
+    let r = nobody(&["image", "show"]);
     assert_ne!(r.code, 0);
     one_line(&r);
     assert!(r.stderr.contains("must run as root"), "{r:?}");
+    let _ = ts(&["down"]);
+    let r = nobody(&["list"]);
+    assert_ne!(r.code, 0);
+    one_line(&r);
+    assert!(r.stderr.contains("only root may start it"), "{r:?}");
 }
 
 /// Runtime files left by a daemon that died: `status` says so, `down` cleans.

@@ -8,8 +8,9 @@
 //! client given the address and key line read from the GUI's widgets
 //! fetches the page; an option changed in the GUI is the daemon's value; a
 //! refused value shows the daemon's reason; a client revoked in the GUI is
-//! refused by tor (SOCKS 0xF5 or 0xF4) while the GUI's key still fetches. The
-//! screenshots of the published service's page and of the server page are
+//! refused by tor (SOCKS 0xF5 or 0xF4) while the GUI's key still fetches;
+//! client authorization turned off shows the warning; the server stopped
+//! from the GUI is down. The screenshots of the published service's page and of the server page are
 //! left in target/test-artifacts/gui/stack/.
 
 use std::net::SocketAddr;
@@ -175,7 +176,29 @@ fn the_gui_publishes_a_service_and_its_key_is_what_tor_takes() {
     // The server page: up on the local network, tor bootstrapped.
     let server = gui.drive(&["server"]);
     assert!(text(&server, "state").starts_with("Up on"), "{server}");
+    assert!(
+        text(&server["tor_bootstrap"], "text").starts_with("Tor: 100%"),
+        "{server}"
+    );
     gui.screenshot("server", "server-up.png");
+
+    // Client authorization turned off in the GUI: the warning shows.
+    let r = gui.drive(&["set-option", "nginx", "client-auth", "false"]);
+    assert_eq!(r["toast"], "client-auth is changed", "{r}");
+    let shown = gui.drive(&["credentials", "nginx"]);
+    assert_eq!(shown["warning"], true, "{shown}");
+    assert_eq!(text(&shown, "key"), "", "no key line without it: {shown}");
+
+    // Stopped from the GUI (asked first): the stack is down.
+    let r = gui.drive(&["stop-server"]);
+    assert!(
+        r["state"] == "Down" || text(&r, "state").starts_with("Not connected"),
+        "{r}"
+    );
+    assert!(
+        wait_until(60, || !host_table_loaded()),
+        "the stack is down: no host table"
+    );
 
     drop(gui);
     let left = processes_with_env(&format!("DISPLAY={display}"));

@@ -119,7 +119,7 @@ pub async fn up(paths: &Paths, network: Network, bridges: Vec<String>) -> Result
 }
 
 pub async fn down(paths: &Paths) -> Result<()> {
-    let found = match client::connect(paths).await {
+    let found = match client::try_connect(paths).await? {
         Some(_) => None,
         None => match tails_server::takeover::find(paths) {
             // What a dead daemon left is the next daemon's to clean up.
@@ -137,7 +137,7 @@ pub async fn down(paths: &Paths) -> Result<()> {
         },
     };
     let pid = tails_server::takeover::daemon_pid(paths);
-    let Some(conn) = client::connect(paths).await else {
+    let Some(conn) = client::try_connect(paths).await? else {
         bail!("the daemon is stopping; try again");
     };
     match expect(call(conn, &Request::Down, |_| {}).await?)? {
@@ -191,7 +191,7 @@ pub async fn watch(paths: &Paths) -> Result<()> {
 }
 
 pub async fn status(paths: &Paths, json: bool) -> Result<()> {
-    let Some(c) = client::connect(paths).await else {
+    let Some(c) = client::try_connect(paths).await? else {
         let stale = tails_server::takeover::find(paths);
         if json {
             println!(
@@ -310,7 +310,7 @@ async fn exec_output(
     timeout: u64,
     stdin: Vec<u8>,
 ) -> Result<tails_server::api::ExecOutput> {
-    let Some(c) = client::connect(paths).await else {
+    let Some(c) = client::try_connect(paths).await? else {
         bail!("tails-server is not up: run `tails-server up`");
     };
     let req = Request::Exec {

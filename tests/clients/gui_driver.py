@@ -804,7 +804,14 @@ def greeter_widgets(app):
     win = frame(app)
     switch = need(win, "Isolate via virtualization", ("check box", "toggle button"))
     said = find(win, lambda a: role(a) == "label" and description(a) == "Greeter status")
-    go = need(win, "Continue", ("push button",))
+    # Its name is its label's ("_Continue", later "_Done") after the one
+    # given; either way a push button labelled so.
+    go = wait_for(
+        "the Continue button",
+        30,
+        lambda: by_name(win, "Continue", ("push button",)) or button_labelled(win, "Continue") or button_labelled(win, "Done"),
+        seen=lambda: [name(a) for a in find_all(win, lambda a: role(a) == "push button")],
+    )
     return win, switch, said, go
 
 

@@ -166,73 +166,56 @@ impl ServerPage {
                 "_Stop",
                 move || {
                     again.stop.set_sensitive(false);
-                    again.ctx.act(Request::Down, |ctx, r| {
-                        if let Reply::Done(m) = r {
-                            ctx.toast(&m);
-                        }
-                    });
+                    again.ctx.act_say(Request::Down);
                 },
             );
         });
-        let p = Rc::downgrade(self);
-        self.unlock.connect_clicked(move |_| {
-            let Some(p) = p.upgrade() else { return };
-            let ctx = p.ctx.clone();
-            p.ctx.passphrase(
-                "Unlock the persistent store",
-                "Its passphrase opens it on this computer only.",
-                "_Unlock",
-                false,
-                move |pass| {
-                    ctx.toast("Unlocking… (this takes a few seconds)");
-                    ctx.act(
-                        Request::Persistence(PersistenceAction::Unlock {
-                            passphrase: ApiSecret(pass),
-                        }),
-                        |ctx, r| {
-                            if let Reply::Done(m) = r {
-                                ctx.toast(&m);
-                            }
-                        },
-                    );
-                },
-            );
-        });
-        let p = Rc::downgrade(self);
-        self.create.connect_clicked(move |_| {
-            let Some(p) = p.upgrade() else { return };
-            let ctx = p.ctx.clone();
-            p.ctx.passphrase(
-                "Create the persistent store",
-                "Choose a long passphrase: it is the only way to open the store, and it cannot be recovered.",
-                "_Create",
-                true,
-                move |pass| {
-                    ctx.toast("Creating the store… (this takes a while)");
-                    ctx.act(
-                        Request::Persistence(PersistenceAction::Create {
-                            passphrase: ApiSecret(pass),
-                            size_mib: 1024,
-                        }),
-                        |ctx, r| {
-                            if let Reply::Done(m) = r {
-                                ctx.toast(&m);
-                            }
-                        },
-                    );
-                },
-            );
-        });
-        let p = Rc::downgrade(self);
-        self.lock.connect_clicked(move |_| {
-            if let Some(p) = p.upgrade() {
-                p.ctx
-                    .act(Request::Persistence(PersistenceAction::Lock), |ctx, r| {
-                        if let Reply::Done(m) = r {
-                            ctx.toast(&m);
-                        }
-                    });
-            }
+        self.store_dialog(
+            &self.unlock,
+            "Unlock the persistent store",
+            "Its passphrase opens it on this computer only.",
+            "_Unlock",
+            false,
+            "Unlocking… (this takes a few seconds)",
+            |passphrase| PersistenceAction::Unlock { passphrase },
+        );
+        self.store_dialog(
+            &self.create,
+            "Create the persistent store",
+            "Choose a long passphrase: it is the only way to open the store, and it cannot be recovered.",
+            "_Create",
+            true,
+            "Creating the store… (this takes a while)",
+            |passphrase| PersistenceAction::Create {
+                passphrase,
+                size_mib: 1024,
+            },
+        );
+        let ctx = self.ctx.clone();
+        self.lock
+            .connect_clicked(move |_| ctx.act_say(Request::Persistence(PersistenceAction::Lock)));
+    }
+
+    /// `button` asks for the store's passphrase (twice when `twice`) and
+    /// sends what `action` makes of it.
+    #[allow(clippy::too_many_arguments)]
+    fn store_dialog(
+        &self,
+        button: &gtk::Button,
+        heading: &'static str,
+        body: &'static str,
+        verb: &'static str,
+        twice: bool,
+        working: &'static str,
+        action: fn(ApiSecret) -> PersistenceAction,
+    ) {
+        let ctx = self.ctx.clone();
+        button.connect_clicked(move |_| {
+            let c = ctx.clone();
+            ctx.passphrase(heading, body, verb, twice, move |pass| {
+                c.toast(working);
+                c.act_say(Request::Persistence(action(ApiSecret(pass))));
+            });
         });
     }
 

@@ -441,10 +441,7 @@ impl ServicePage {
                 row.add_suffix(&regen);
                 self.options.add(&row);
                 let send2 = send.clone();
-                row.connect_apply(move |r| {
-                    let v = zeroize::Zeroizing::new(r.text().to_string());
-                    send2(v.to_string());
-                });
+                row.connect_apply(move |r| send2(r.text().to_string()));
                 let length = o.length.unwrap_or(24);
                 regen.connect_clicked(move |_| {
                     if let Some(v) = random_secret(length) {

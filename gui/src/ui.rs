@@ -50,6 +50,15 @@ impl Ctx {
         });
     }
 
+    /// Send `req`; say how it ended (its `Done` words, or its failure).
+    pub fn act_say(&self, req: Request) {
+        self.act(req, |ctx, r| {
+            if let Reply::Done(m) = r {
+                ctx.toast(&m);
+            }
+        });
+    }
+
     /// Ask a yes/no question; `yes` runs if the person agrees.
     pub fn confirm(&self, heading: &str, body: &str, action: &str, yes: impl Fn() + 'static) {
         let d = adw::MessageDialog::new(Some(&self.window), Some(heading), Some(body));

@@ -22,7 +22,6 @@ struct Row {
     row: adw::ActionRow,
     switch: gtk::Switch,
     spinner: gtk::Spinner,
-    state: gtk::Label,
     /// A request of ours for it is under way.
     busy: Cell<bool>,
 }
@@ -172,7 +171,6 @@ impl Window {
             let row = self.row(&svc.name, &svc.description, &svc.icon_name);
             let report = s.status.services.iter().find(|r| r.name == svc.name);
             let words = state_words(svc.enabled, report);
-            row.state.set_text(&words);
             row.row.set_subtitle(&glib::markup_escape_text(&format!(
                 "{} — {words}",
                 svc.description
@@ -213,9 +211,6 @@ impl Window {
         let image = gtk::Image::from_icon_name(icon);
         image.set_pixel_size(32);
         row.add_prefix(&image);
-        let state = gtk::Label::new(None);
-        state.add_css_class("dim-label");
-        state.set_visible(false);
         let spinner = gtk::Spinner::new();
         ui::name(&spinner, &format!("{name} is being started"));
         let switch = gtk::Switch::builder().valign(gtk::Align::Center).build();
@@ -226,7 +221,6 @@ impl Window {
         open.set_valign(gtk::Align::Center);
         ui::name(&open, &format!("Open {name}"));
         open.set_tooltip_text(Some(&format!("{name}: address, key, options and clients")));
-        row.add_suffix(&state);
         row.add_suffix(&spinner);
         row.add_suffix(&switch);
         row.add_suffix(&open);
@@ -235,7 +229,6 @@ impl Window {
             row: row.clone(),
             switch: switch.clone(),
             spinner,
-            state,
             busy: Cell::new(false),
         });
         self.rows.borrow_mut().insert(name.to_owned(), r.clone());
@@ -273,7 +266,6 @@ impl Window {
         let shown = row.clone();
         glib::spawn_future_local(async move {
             while let Ok(m) = got.recv().await {
-                shown.state.set_text(&m);
                 shown.row.set_subtitle(&glib::markup_escape_text(&m));
             }
         });

@@ -502,6 +502,12 @@ impl Supervisor {
     /// Tell watchers when what a round leaves differs from what the last
     /// round left: what runs, the restarts, the errors and incidents.
     fn changed_since(&self, last: &mut Vec<u8>) {
+        // Nobody watches: nothing to compare (a watcher's first look is
+        // its own).
+        if self.changes.receiver_count() == 0 {
+            last.clear();
+            return;
+        }
         let now = {
             let rec = lock(&self.record);
             serde_json::to_vec(&(

@@ -19,6 +19,26 @@ use std::time::{Duration, Instant};
 
 use crate::clients::{script, PYTHON};
 
+/// The environment of a daemon of a test's own under `base` (runtime,
+/// state and store; its log in `artifacts/daemon-log`): nothing of another
+/// test's state is read or changed.
+pub fn own_daemon_env(base: &str, artifacts: &Path) -> Vec<(String, String)> {
+    vec![
+        ("TAILS_SERVER_RUNTIME_DIR".into(), format!("{base}/run")),
+        ("TAILS_SERVER_STATE_DIR".into(), format!("{base}/state")),
+        ("TAILS_SERVER_STORE".into(), format!("{base}/store.luks")),
+        (
+            "TAILS_SERVER_LOG_DIR".into(),
+            artifacts.join("daemon-log").display().to_string(),
+        ),
+    ]
+}
+
+/// `env` as the pairs `ts_env` and [`GuiSession::start_with_env`] take.
+pub fn env_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// The GUI under test: `$TAILS_SERVER_GUI_BIN` or the installed one.
 pub fn gui_bin() -> PathBuf {
     std::env::var_os("TAILS_SERVER_GUI_BIN")

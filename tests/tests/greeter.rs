@@ -16,34 +16,23 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tails_tests::gui::{artifacts_dir, processes_with_env, GuiSession};
+use tails_tests::gui::{artifacts_dir, env_pairs, own_daemon_env, processes_with_env, GuiSession};
 use tails_tests::*;
 
 const BASE: &str = "/run/ts-greeter-test";
 const PASS: &str = "greeter test passphrase, long enough";
 
 fn env(artifacts: &Path) -> Vec<(String, String)> {
-    vec![
-        ("TAILS_SERVER_RUNTIME_DIR".into(), format!("{BASE}/run")),
-        ("TAILS_SERVER_STATE_DIR".into(), format!("{BASE}/state")),
-        ("TAILS_SERVER_STORE".into(), format!("{BASE}/store.luks")),
-        (
-            "TAILS_SERVER_ISOLATE_FILE".into(),
-            format!("{BASE}/isolate"),
-        ),
-        (
-            "TAILS_SERVER_LOG_DIR".into(),
-            artifacts.join("daemon-log").display().to_string(),
-        ),
-    ]
-}
-
-fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    let mut env = own_daemon_env(BASE, artifacts);
+    env.push((
+        "TAILS_SERVER_ISOLATE_FILE".into(),
+        format!("{BASE}/isolate"),
+    ));
+    env
 }
 
 fn ok(env: &[(String, String)], args: &[&str]) -> Run {
-    let r = ts_env(args, &pairs(env));
+    let r = ts_env(args, &env_pairs(env));
     assert_eq!(r.code, 0, "tails-server {args:?}: {r:?}");
     r
 }
@@ -62,7 +51,7 @@ fn daemon_pid() -> Option<u32> {
 
 fn cleanup(env: &[(String, String)]) {
     if daemon_pid().is_some() {
-        let _ = ts_env(&["down"], &pairs(env));
+        let _ = ts_env(&["down"], &env_pairs(env));
     }
     let _ = std::process::Command::new("umount")
         .arg(format!("{BASE}/state/amnesic"))
@@ -106,7 +95,7 @@ fn the_greeter_saves_the_choice_and_the_boot_follows_it() {
     );
     std::fs::write(format!("{BASE}/isolate"), "off\n").expect("isolate file");
 
-    let gui = GuiSession::start_greeter(&artifacts, &pairs(&env));
+    let gui = GuiSession::start_greeter(&artifacts, &env_pairs(&env));
     let display = gui.display().to_owned();
     let first = gui.drive(&["greeter-state"]);
     assert_eq!(first["isolate"], false, "{first}");

@@ -20,25 +20,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tails_tests::gui::{artifacts_dir, processes_with_env, GuiSession};
+use tails_tests::gui::{artifacts_dir, env_pairs, own_daemon_env, processes_with_env, GuiSession};
 use tails_tests::*;
 
 const BASE: &str = "/run/ts-gui-test";
 
 fn env(artifacts: &Path) -> Vec<(String, String)> {
-    vec![
-        ("TAILS_SERVER_RUNTIME_DIR".into(), format!("{BASE}/run")),
-        ("TAILS_SERVER_STATE_DIR".into(), format!("{BASE}/state")),
-        ("TAILS_SERVER_STORE".into(), format!("{BASE}/store.luks")),
-        (
-            "TAILS_SERVER_LOG_DIR".into(),
-            artifacts.join("daemon-log").display().to_string(),
-        ),
-    ]
-}
-
-fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    own_daemon_env(BASE, artifacts)
 }
 
 /// `pid` runs (a zombie does not).
@@ -55,7 +43,7 @@ struct Cli(Vec<(String, String)>);
 
 impl Cli {
     fn run(&self, args: &[&str]) -> Run {
-        ts_env(args, &pairs(&self.0))
+        ts_env(args, &env_pairs(&self.0))
     }
 
     fn ok(&self, args: &[&str]) -> Run {
@@ -171,7 +159,7 @@ fn the_gui_shows_and_changes_what_the_daemon_holds() {
     std::fs::create_dir_all(BASE).expect("make the test's directory");
 
     // The GUI starts the daemon (root, none running).
-    let gui = GuiSession::start_with_env(&artifacts, &pairs(&env));
+    let gui = GuiSession::start_with_env(&artifacts, &env_pairs(&env));
     let display = gui.display().to_owned();
     let ready = gui.drive(&["wait-ready"]);
     assert!(

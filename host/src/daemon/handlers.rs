@@ -154,26 +154,39 @@ impl Handlers {
         let mut tor = self.sup.subscribe_tor();
         let mut quit = self.quit.subscribe();
         let mut shown = String::new();
+        // The state is looked at again only when it may have changed (a
+        // snapshot asks the VMs and nft): steps and tor's bootstrap are
+        // passed on as they come.
+        let mut dirty = true;
         loop {
-            let snap = self.snapshot().await;
-            // Uptimes move every second: not a change worth a message.
-            let mut key = snap.clone();
-            if let Some(st) = key.status.stack.as_mut() {
-                for vm in &mut st.vms {
-                    vm.uptime_secs = None;
+            if dirty {
+                let snap = self.snapshot().await;
+                // Uptimes move every second: not a change worth a message.
+                let mut key = snap.clone();
+                if let Some(st) = key.status.stack.as_mut() {
+                    for vm in &mut st.vms {
+                        vm.uptime_secs = None;
+                    }
                 }
-            }
-            let key = serde_json::to_string(&key).unwrap_or_default();
-            if key != shown {
-                if tx.send(Reply::Event(Box::new(snap))).is_err() {
-                    break;
+                let key = serde_json::to_string(&key).unwrap_or_default();
+                if key != shown {
+                    if tx.send(Reply::Event(Box::new(snap))).is_err() {
+                        break;
+                    }
+                    shown = key;
                 }
-                shown = key;
+                dirty = false;
             }
             let sent = tokio::select! {
                 _ = quit.changed() => break,
                 _ = tx.closed() => break,
-                r = changes.changed() => r.is_ok(),
+                r = changes.changed() => {
+                    // Let a burst of changes gather into one look.
+                    tokio::time::sleep(SETTLE).await;
+                    changes.borrow_and_update();
+                    dirty = true;
+                    r.is_ok()
+                }
                 m = steps.recv() => match m {
                     Ok(m) => tx.send(Reply::Progress(m)).is_ok(),
                     Err(broadcast::error::RecvError::Lagged(_)) => true,
@@ -188,7 +201,6 @@ impl Handlers {
             if !sent {
                 break;
             }
-            tokio::time::sleep(SETTLE).await;
         }
         Ok(Reply::Done("the daemon is stopping".into()))
     }

@@ -4,6 +4,18 @@
 # the real VMs under QEMU (KVM where it works, TCG otherwise).
 set -euo pipefail
 cd "$(dirname "$0")"
+# How long each part took, printed at the end whatever happens (CI shows it).
+t0=$SECONDS
+phase=setup
+declare -a took=()
+mark() { took+=("$1 $((SECONDS - t0)) s"); t0=$SECONDS; }
+report() {
+  rc=$?
+  if [ -n "$phase" ]; then mark "$phase (stopped, exit $rc)"; fi
+  local IFS=';'
+  echo "run-tests.sh timings: ${took[*]}; total $SECONDS s"
+}
+trap report EXIT
 ./setup.sh
 # The one test client Debian does not ship, Mumble's (pymumble), pinned, in a
 # venv that sees Debian's python3-socks (tests/clients/mumble_check.py).
@@ -17,11 +29,22 @@ if [ "$have" != "$MUMBLE_PINS " ]; then
     --no-deps --no-build-isolation -r tests/clients/requirements-mumble.txt
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+mark setup
+phase="test build"
 # The leak probe runs inside the App VM: linked statically, like the agents.
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-tests --bin ts-leakprobe
+# The tests' binaries are built in the `suite` profile (Cargo.toml: no full
+# LTO for each of them); what they test is the release build setup.sh installed.
+cargo test --profile suite --locked --workspace --no-run
+mark "test build"
+phase=tests
 # Integration tests share one stack per machine: run them one at a time.
-cargo test --release --locked --workspace -- --test-threads=1 --skip nothing_bypasses_tor
+cargo test --profile suite --locked --workspace -- --test-threads=1 --skip nothing_bypasses_tor
+mark tests
+phase="leak suite"
 # The leak test suite last, with its report shown (vectors tried, frames
 # captured, packets leaked, what the anti-tests detected).
-cargo test --release --locked -p tails-tests --test leaks -- --test-threads=1 --nocapture
+cargo test --profile suite --locked -p tails-tests --test leaks -- --test-threads=1 --nocapture
+mark "leak suite"
+phase=

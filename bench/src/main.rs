@@ -11,11 +11,17 @@
 //! `services`: see [`services`].
 //!
 //! `disk`: see [`disk`].
+//!
+//! `transfer`: see [`transfer`].
+//!
+//! `memory`: see [`memory`].
 
 mod disk;
+mod memory;
 mod onion;
 mod recovery;
 mod services;
+mod transfer;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -63,6 +69,20 @@ enum Bench {
     Disk {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
+    },
+    /// 20 MiB through the App VM's nginx onion service vs a plain tor's on
+    /// the host, to the same testnet client; then the internal link and
+    /// vsock alone.
+    Transfer {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+        runs: u32,
+    },
+    /// The smallest guest RAM of each VM that boots and serves (bisection),
+    /// and the host's RSS of the QEMUs and vsock backends, on the testnet.
+    Memory {
+        /// The smallest size tried, in MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(48..=512))]
+        floor: u32,
     },
 }
 
@@ -222,5 +242,7 @@ fn main() -> Result<()> {
         Bench::Recovery { runs } => recovery::run(&cli.bin, runs),
         Bench::Services { runs } => services::run(&cli.bin, runs),
         Bench::Disk { runs } => disk::run(&cli.bin, runs),
+        Bench::Transfer { runs } => transfer::run(&cli.bin, runs),
+        Bench::Memory { floor } => memory::run(&cli.bin, floor),
     }
 }

@@ -49,7 +49,7 @@ fn serve_page() -> Result<u16> {
 }
 
 /// A plain tor on the host, joined to the testnet; killed on drop.
-struct HostTor(Child);
+pub(crate) struct HostTor(Child);
 
 impl Drop for HostTor {
     fn drop(&mut self) {
@@ -59,13 +59,15 @@ impl Drop for HostTor {
     }
 }
 
-fn control(cmd: &str) -> Result<Vec<String>> {
+/// One command on the host tor's control port; the reply lines.
+pub(crate) fn control(cmd: &str) -> Result<Vec<String>> {
     let addr: SocketAddr = CONTROL.parse()?;
     tails_tests::torclient::control(addr, &Path::new(TOR_DIR).join("cookie"), cmd)
         .map_err(anyhow::Error::msg)
 }
 
-fn start_host_tor() -> Result<HostTor> {
+/// The host tor, started and bootstrapped on the testnet (up to 180 s).
+pub(crate) fn start_host_tor() -> Result<HostTor> {
     let _ = std::fs::remove_dir_all(TOR_DIR);
     std::fs::create_dir_all(TOR_DIR)?;
     let join = tails_testnet::join_options(&tails_testnet::Config::default())
@@ -98,8 +100,9 @@ fn start_host_tor() -> Result<HostTor> {
     }
 }
 
-/// Fetch through the testnet's client with the key line; seconds taken.
-fn fetch(bin: &Path, address: &str, auth_line: &str) -> Result<()> {
+/// Fetch `/` through the testnet's client with the key line (the client
+/// learns the key first), retrying until the service answers (up to 300 s).
+pub(crate) fn fetch(bin: &Path, address: &str, auth_line: &str) -> Result<()> {
     let mut child = ts(
         bin,
         &[
@@ -131,7 +134,8 @@ fn fetch(bin: &Path, address: &str, auth_line: &str) -> Result<()> {
     Ok(())
 }
 
-fn field(yaml: &str, key: &str) -> Result<String> {
+/// The value of the `key: value` line of a command's output.
+pub(crate) fn field(yaml: &str, key: &str) -> Result<String> {
     yaml.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}: ")))
         .map(|s| s.trim().to_string())
@@ -151,12 +155,13 @@ fn ts_run(bin: &Path) -> Result<f64> {
     Ok(t)
 }
 
-/// One plain-tor run: fresh keys, ADD_ONION, fetch; then DEL_ONION.
-fn plain_run(bin: &Path, port: u16) -> Result<f64> {
-    let key = tails_onion::ServiceKey::generate()?;
-    let client = tails_onion::ClientKey::generate()?;
-    let address = key.onion_address();
-    let t0 = Instant::now();
+/// `key`'s service published by the host tor (port 80 to `127.0.0.1:port`),
+/// for `client` only.
+pub(crate) fn add_onion(
+    key: &tails_onion::ServiceKey,
+    client: &tails_onion::ClientKey,
+    port: u16,
+) -> Result<()> {
     let r = control(&format!(
         "ADD_ONION {} Flags=Detach,V3Auth Port=80,127.0.0.1:{port} ClientAuthV3={}",
         key.tor_add_onion_key().as_str(),
@@ -165,6 +170,16 @@ fn plain_run(bin: &Path, port: u16) -> Result<f64> {
     if !r.iter().any(|l| l.starts_with("250-ServiceID=")) {
         bail!("the host tor refused ADD_ONION: {r:?}");
     }
+    Ok(())
+}
+
+/// One plain-tor run: fresh keys, ADD_ONION, fetch; then DEL_ONION.
+fn plain_run(bin: &Path, port: u16) -> Result<f64> {
+    let key = tails_onion::ServiceKey::generate()?;
+    let client = tails_onion::ClientKey::generate()?;
+    let address = key.onion_address();
+    let t0 = Instant::now();
+    add_onion(&key, &client, port)?;
     fetch(
         bin,
         &address.to_string(),

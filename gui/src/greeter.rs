@@ -18,7 +18,7 @@ pub fn present(app: &adw::Application, daemon: Daemon) {
         .application(app)
         .title("Tails Server")
         .default_width(640)
-        .default_height(560)
+        .default_height(700)
         .build();
     let toasts = adw::ToastOverlay::new();
     let ctx = Ctx {
@@ -80,9 +80,16 @@ pub fn present(app: &adw::Application, daemon: Daemon) {
             Request::Persistence(PersistenceAction::Status),
             None,
             move |r| {
-                if let Ok(Reply::Persistence(p)) = r {
-                    pass.set_visible(p.exists && !p.unlocked);
-                }
+                // What the screen adds to the daemon's word about isolation.
+                let store = match r {
+                    Ok(Reply::Persistence(p)) if p.exists && !p.unlocked => {
+                        pass.set_visible(true);
+                        " The persistent store is locked: its passphrase unlocks it.".to_owned()
+                    }
+                    Ok(Reply::Persistence(_)) => String::new(),
+                    Ok(_) => " The persistent store's state is not known: the daemon's answer was not about it.".to_owned(),
+                    Err(e) => format!(" The persistent store's state is not known: {e}."),
+                };
                 c.request(
                     Request::Isolate {
                         set: None,
@@ -93,13 +100,13 @@ pub fn present(app: &adw::Application, daemon: Daemon) {
                         Ok(Reply::Isolate(i)) => {
                             switch.set_active(i.on);
                             said.set_text(&format!(
-                                "Now: {} (decided by {}).",
+                                "Now: {} (decided by {}).{store}",
                                 if i.on { "on" } else { "off" },
                                 i.decided_by
                             ));
                         }
                         Ok(_) => {}
-                        Err(e) => said.set_text(&e.to_string()),
+                        Err(e) => said.set_text(&format!("{e}.{store}")),
                     },
                 );
             },

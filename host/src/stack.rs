@@ -148,6 +148,68 @@ pub struct Stack {
     watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The VMs' disks in the persistent store.
     pub disks: DataDisks,
+    /// Each VM's guest RAM.
+    memory: Memory,
+}
+
+/// Guest RAM of each VM, in MiB: the defaults, or what
+/// `TAILS_SERVER_TORVM_MIB` / `TAILS_SERVER_APPVM_MIB` say in the daemon's
+/// environment (`bench memory` bisects with them; a host with RAM to spare
+/// may give more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub torvm: u32,
+    pub appvm: u32,
+}
+
+impl Memory {
+    /// The defaults: measured by `bench memory` (the smallest size that
+    /// boots and serves) with room left for a real network's directory
+    /// (Tor VM) and for the services' own use (App VM).
+    pub const DEFAULT: Memory = Memory {
+        torvm: 192,
+        appvm: 512,
+    };
+    /// Below this no guest of ours boots; above it is a typo.
+    pub const RANGE: std::ops::RangeInclusive<u32> = 48..=65536;
+
+    /// The environment's sizes over the defaults; a bad value is refused
+    /// in one line before anything starts.
+    pub fn from_env() -> Result<Memory, UpError> {
+        Memory::from_vars(|var| std::env::var(var).ok())
+    }
+
+    /// As [`Memory::from_env`], with `get` for the environment.
+    fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Memory, UpError> {
+        let mut m = Memory::DEFAULT;
+        for (var, slot) in [
+            ("TAILS_SERVER_TORVM_MIB", &mut m.torvm),
+            ("TAILS_SERVER_APPVM_MIB", &mut m.appvm),
+        ] {
+            if let Some(v) = get(var) {
+                *slot = v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| Memory::RANGE.contains(n))
+                    .ok_or_else(|| {
+                        UpError::Precondition(format!(
+                            "{var}={v:?} is not a size in MiB from {} to {}: set a number such as 256, or unset it for the default",
+                            Memory::RANGE.start(),
+                            Memory::RANGE.end()
+                        ))
+                    })?;
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn of(self, role: Role) -> u32 {
+        match role {
+            Role::Torvm => self.torvm,
+            Role::Appvm => self.appvm,
+        }
+    }
 }
 
 /// A part of the stack that can die on its own.
@@ -391,6 +453,7 @@ pub fn vm_groups(accel: Accel) -> Vec<u32> {
 #[allow(clippy::too_many_arguments)]
 fn spec(
     role: Role,
+    memory_mib: u32,
     paths: &Paths,
     images: &tails_images::Images,
     accel: Accel,
@@ -400,16 +463,14 @@ fn spec(
     data: Option<&Path>,
 ) -> VmSpec {
     let name = role.name();
-    let (memory_mib, initrd, mut disks, mac, uuid) = match role {
+    let (initrd, mut disks, mac, uuid) = match role {
         Role::Torvm => (
-            192,
             images.torvm_initramfs.clone(),
             vec![],
             TORVM_INTERNAL_MAC,
             "5c1d2c2a-6f1e-4d39-9a7c-0d0000000001",
         ),
         Role::Appvm => (
-            512,
             images.appvm_initramfs.clone(),
             vec![Disk {
                 path: images.appvm_root.clone(),
@@ -586,6 +647,7 @@ impl Stack {
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
         let Uplink { tor, upstreams } = uplink;
+        let memory = Memory::from_env()?;
         let users = Users::lookup()?;
         // Fail closed: no process of the stack starts before its users are
         // fenced in.
@@ -614,6 +676,7 @@ impl Stack {
             (params, baseline),
             users,
             disks,
+            memory,
             progress,
         );
         match fenced.await {
@@ -639,6 +702,7 @@ impl Stack {
         (firewall, baseline): (tails_nft::host::Params, Vec<serde_json::Value>),
         users: Users,
         disks: DataDisks,
+        memory: Memory,
         progress: Progress<'_>,
     ) -> Result<Stack, UpError> {
         if disks != DataDisks::default() {
@@ -680,6 +744,7 @@ impl Stack {
             firewall: std::sync::Mutex::new((firewall, baseline)),
             watch: std::sync::Mutex::new(None),
             disks,
+            memory,
         };
         match stack.launch(progress).await {
             Ok(()) => Ok(stack),
@@ -702,6 +767,7 @@ impl Stack {
         backend: Box<dyn Backend>,
         images: &tails_images::Images,
     ) -> Result<Stack, UpError> {
+        let memory = Memory::from_env()?;
         let users = Users::lookup()?;
         let firewall = file.firewall.clone().ok_or_else(|| {
             UpError::Precondition("the state file does not say how the host table was made".into())
@@ -757,6 +823,7 @@ impl Stack {
             firewall: std::sync::Mutex::new((firewall, baseline)),
             watch: std::sync::Mutex::new(None),
             disks: file.disks.clone(),
+            memory,
         };
         stack.write_state();
         Ok(stack)
@@ -826,6 +893,7 @@ impl Stack {
         let launched = self.link_end(role).and_then(|link| {
             Ok(self.launcher.launch(spec(
                 role,
+                self.memory.of(role),
                 &self.paths,
                 &self.images,
                 self.accel,
@@ -1422,6 +1490,31 @@ pub fn remove_stack_files(paths: &Paths) {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn vm_memory_comes_from_the_environment_or_is_refused_in_one_line() {
+        let vars = |t: Option<&str>, a: Option<&str>| {
+            let (t, a) = (t.map(String::from), a.map(String::from));
+            Memory::from_vars(move |v| match v {
+                "TAILS_SERVER_TORVM_MIB" => t.clone(),
+                "TAILS_SERVER_APPVM_MIB" => a.clone(),
+                _ => None,
+            })
+        };
+        assert_eq!(vars(None, None).expect("defaults"), Memory::DEFAULT);
+        let m = vars(Some("144"), Some(" 256\n")).expect("sizes");
+        assert_eq!((m.of(Role::Torvm), m.of(Role::Appvm)), (144, 256));
+        for bad in ["", "abc", "-1", "12", "1e3", "99999999"] {
+            let e = vars(Some(bad), None).expect_err(bad).to_string();
+            assert!(
+                e.starts_with("TAILS_SERVER_TORVM_MIB=")
+                    && e.contains("unset it")
+                    && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+        assert!(vars(None, Some("0")).is_err());
+    }
 
     #[test]
     fn announcement_is_found_across_appends() {

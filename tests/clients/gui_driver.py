@@ -828,9 +828,15 @@ def greeter_state(app):
 
 def cmd_greeter_state(app, args):
     win, _, said, _ = greeter_widgets(app)
-    # What the daemon said at start ("Now: on|off (decided by …)").
+    # What the daemon said at start ("Now: on|off (decided by …)", and
+    # whether the store is locked).
     wait_for("the greeter's first word", args.timeout, lambda: said is not None and text_of(said).startswith("Now: "),
              seen=lambda: text_of(said) if said is not None else None)
+    if "store is locked" in text_of(said):
+        # The field was shown before the words: its state may reach the
+        # accessibility tree a little later on a loaded machine.
+        wait_for("the passphrase field to show", 10, lambda: greeter_state(app)["passphrase_asked"],
+                 seen=lambda: json.dumps(greeter_state(app)))
     return greeter_state(app)
 
 

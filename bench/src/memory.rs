@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::run_ok;
+use tails_server::paths::Paths;
 
 const STATE: &str = "/run/ts-bench-memory-state";
 const PAGE: &str = "tails-server memory benchmark page";
@@ -83,7 +84,7 @@ fn run_within(cmd: &mut Command, limit: Duration) -> Result<String, String> {
 
 /// The last line of a VM's console that tells why it failed, if any.
 fn console_hint(vm: &str) -> Option<String> {
-    let log = std::fs::read_to_string(format!("/var/log/tails-server/{vm}.console.log")).ok()?;
+    let log = std::fs::read_to_string(Paths::from_env().console_log(vm)).ok()?;
     log.lines()
         .rev()
         .find(|l| {
@@ -111,7 +112,8 @@ fn rss_mib(pid: u32) -> Option<f64> {
 }
 
 /// The pid of the process whose argv has `exe` as its program's file name
-/// and an argument containing `needle`.
+/// and an argument containing `needle`. (Not the pids of the daemon's state
+/// file or of `status`: those are each VM's jailer, whose child QEMU is.)
 fn pid_of(exe: &str, needle: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -177,32 +179,13 @@ fn trial(bin: &Path, sizes: (u32, u32)) -> Result<Option<Rss>> {
         };
         let address = tails_tests::yaml_field(&out, "address");
         let auth = tails_tests::yaml_field(&out, "auth-private");
-        let auth_file = format!("{STATE}.auth");
-        std::fs::write(&auth_file, format!("{auth}\n"))?;
-        let fetched = run_within(
-            &mut ts(
-                bin,
-                sizes,
-                &[
-                    "testnet",
-                    "fetch",
-                    "--timeout",
-                    "120",
-                    "--auth-private",
-                    &auth_file,
-                    &format!("http://{address}/"),
-                ],
-            ),
-            TRIAL_LIMIT,
-        );
-        let _ = std::fs::remove_file(&auth_file);
-        match fetched {
+        match crate::onion::fetch(bin, &address, &auth) {
             Ok(body) if body.contains(PAGE) => {}
             Ok(body) => bail!(
                 "the fetch gave another page: {}",
                 body.chars().take(200).collect::<String>()
             ),
-            Err(e) => return Ok(Err(format!("fetch: {e}"))),
+            Err(e) => return Ok(Err(format!("fetch: {e:#}"))),
         }
         Ok(Ok(rss_now()?))
     })();
@@ -289,15 +272,25 @@ pub fn run(bin: &Path, floor: u32) -> Result<()> {
     let (app, at_default) = (app?, at_default?);
     let def = at_default.context("the defaults failed on the last trial: see above")?;
     println!("smallest guest RAM that boots and serves (up, enable nginx, an authorized fetch through the testnet; steps of {STEP} MiB):");
+    // A size found at the floor is only an upper bound.
+    let floor_note = |m: u32| {
+        if m == floor {
+            " (the floor tried: it may need less)"
+        } else {
+            ""
+        }
+    };
     println!(
-        "  Tor VM: {:>4} MiB  (default {}; target <= 128; Whonix Gateway's minimum {WHONIX_GATEWAY} MiB, ratio {:.2})",
+        "  Tor VM: {:>4} MiB{}  (default {}; target <= 128; Whonix Gateway's minimum {WHONIX_GATEWAY} MiB, ratio {:.2})",
         tor.0,
+        floor_note(tor.0),
         d.torvm,
         f64::from(tor.0) / f64::from(WHONIX_GATEWAY)
     );
     println!(
-        "  App VM: {:>4} MiB  (default {}; target <= 256; Whonix Workstation's minimum {WHONIX_WORKSTATION} MiB, ratio {:.2})",
+        "  App VM: {:>4} MiB{}  (default {}; target <= 256; Whonix Workstation's minimum {WHONIX_WORKSTATION} MiB, ratio {:.2})",
         app.0,
+        floor_note(app.0),
         d.appvm,
         f64::from(app.0) / f64::from(WHONIX_WORKSTATION)
     );

@@ -101,8 +101,9 @@ pub(crate) fn start_host_tor() -> Result<HostTor> {
 }
 
 /// Fetch `/` through the testnet's client with the key line (the client
-/// learns the key first), retrying until the service answers (up to 300 s).
-pub(crate) fn fetch(bin: &Path, address: &str, auth_line: &str) -> Result<()> {
+/// learns the key first, from stdin: the key is in no file), retrying
+/// until the service answers (up to 300 s); what it printed of the page.
+pub(crate) fn fetch(bin: &Path, address: &str, auth_line: &str) -> Result<String> {
     let mut child = ts(
         bin,
         &[
@@ -131,7 +132,7 @@ pub(crate) fn fetch(bin: &Path, address: &str, auth_line: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The value of the `key: value` line of a command's output.

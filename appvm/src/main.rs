@@ -41,6 +41,7 @@ fn early_init() -> Result<(), String> {
     log(format!("loaded {n} modules"));
     mount_root().map_err(|e| e.to_string())?;
     pid1::switch_root("/newroot").map_err(|e| e.to_string())?;
+    log("mounted the root (squashfs under a tmpfs overlay) and switched to it");
     for (k, v) in [
         ("net.ipv6.conf.all.disable_ipv6", "1"),
         ("net.ipv6.conf.default.disable_ipv6", "1"),

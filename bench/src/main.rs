@@ -2,7 +2,8 @@
 //!
 //! `boot`: time from `tails-server up` to both agents ready, against a bare
 //! QEMU boot of the same kernel (same machine options and accelerator) with
-//! an initramfs whose init only powers off. Target: ratio ≤ 1.15.
+//! an initramfs whose init only powers off. Target: ratio ≤ 1.15. It also
+//! prints where each guest's time goes (see [`phases`]).
 //!
 //! `onion`: see [`onion`].
 //!
@@ -19,6 +20,7 @@
 mod disk;
 mod memory;
 mod onion;
+mod phases;
 mod recovery;
 mod services;
 mod transfer;
@@ -138,7 +140,13 @@ fn bare_cmd(vmlinux: &Path, initrd: &Path, accel: &str, mem: &str) -> Command {
     ])
     .args([
         "-machine",
-        &format!("q35,accel={accel},memory-backend=mem"),
+        &format!("{},memory-backend=mem", tails_server::vmm::qemu::MACHINE),
+        "-accel",
+        &if accel == "tcg" {
+            tails_server::vmm::qemu::accel_arg(tails_server::accel::Accel::Tcg)
+        } else {
+            accel.to_string()
+        },
         "-cpu",
         "qemu64",
         "-m",
@@ -183,19 +191,62 @@ fn bare_boot(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Time `up` to both agents ready; also returns the accelerator it chose.
-fn up_time(bin: &Path) -> Result<(f64, String)> {
+/// The VMs, in the order of the phase table's columns.
+const VMS: [&str; 2] = ["torvm", "appvm"];
+
+/// Each VM's phase durations of its last boot (see [`phases`]) and the uptime
+/// at which its agent listened.
+type Phases = [(Vec<Option<f64>>, Option<f64>); 2];
+
+/// Time `up` to both agents ready; also returns the accelerator it chose and
+/// where the guests' time went.
+fn up_time(bin: &Path) -> Result<(f64, String, Phases)> {
     run_ok(Command::new(bin).arg("down"))?;
     let start = Instant::now();
     run_ok(Command::new(bin).args(["up", "--network", "none"]))?;
     let t = start.elapsed().as_secs_f64();
     let status = run_ok(Command::new(bin).args(["status", "--json"]))?;
+    let paths = tails_server::Paths::from_env();
+    let phases = VMS.map(|vm| {
+        let log = std::fs::read_to_string(paths.console_log(vm)).unwrap_or_default();
+        (phases::durations(&log), phases::ready_at(&log))
+    });
     run_ok(Command::new(bin).arg("down"))?;
     let accel = serde_json::from_str::<serde_json::Value>(&status)?["accel"]
         .as_str()
         .context("status has no accelerator")?
         .to_owned();
-    Ok((t, accel))
+    Ok((t, accel, phases))
+}
+
+/// The median of what is there (`None` if nothing is).
+fn median_of(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = v.flatten().collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+/// Prints the median of each phase in each VM over `runs`, as a Markdown
+/// table (the README keeps it), and what is left outside the guests.
+fn print_phases(runs: &[Phases], up: f64) {
+    let cell = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.2} s"));
+    println!();
+    println!("| phase (guest uptime, medians) | Tor VM | App VM |");
+    println!("|---|---|---|");
+    for (i, (name, _)) in phases::PHASES.iter().enumerate() {
+        let m = |vm: usize| median_of(runs.iter().map(|r| r[vm].0.get(i).copied().flatten()));
+        println!("| {name} | {} | {} |", cell(m(0)), cell(m(1)));
+    }
+    let ready = |vm: usize| median_of(runs.iter().map(|r| r[vm].1));
+    println!(
+        "| **agent ready (uptime)** | **{}** | **{}** |",
+        cell(ready(0)),
+        cell(ready(1))
+    );
+    let last = ready(0).into_iter().chain(ready(1)).reduce(f64::max);
+    println!(
+        "| outside the guests: QEMU start, firmware, host's waits (`up` − later agent) | {} | |",
+        cell(last.map(|l| up - l))
+    );
 }
 
 fn boot(bin: &Path, runs: u32) -> Result<()> {
@@ -207,12 +258,14 @@ fn boot(bin: &Path, runs: u32) -> Result<()> {
     let mut bare = Vec::new();
     let mut pair = Vec::new();
     let mut up = Vec::new();
+    let mut phases = Vec::new();
     // Interleave, so that both see the same machine load.
     let mut accel = String::new();
     for i in 0..runs {
         // The baseline runs with the accelerator the daemon chose.
-        let (u, a) = up_time(bin)?;
+        let (u, a, ph) = up_time(bin)?;
         accel = a;
+        phases.push(ph);
         let b = bare_boot(&vmlinux, &initrd, &accel)?;
         let p = bare_pair(&vmlinux, &initrd, &accel)?;
         eprintln!(
@@ -231,6 +284,7 @@ fn boot(bin: &Path, runs: u32) -> Result<()> {
     println!("tails-server up to both agents ready:                 {u:.2} s");
     println!("ratio up / bare boot:      {:.2} (target <= 1.15)", u / b);
     println!("ratio up / two bare boots: {:.2}", u / p);
+    print_phases(&phases, u);
     Ok(())
 }
 

@@ -466,7 +466,11 @@ fn spec(
     let (initrd, mut disks, mac, uuid) = match role {
         Role::Torvm => (
             images.torvm_initramfs.clone(),
-            vec![],
+            vec![Disk {
+                path: images.torvm_root.clone(),
+                read_only: true,
+                serial: tails_proto::msg::TORVM_ROOT_SERIAL.into(),
+            }],
             TORVM_INTERNAL_MAC,
             "5c1d2c2a-6f1e-4d39-9a7c-0d0000000001",
         ),

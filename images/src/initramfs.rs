@@ -204,6 +204,44 @@ impl Tree {
         Ok(out.count)
     }
 
+    /// Writes the tree out as files under `root` (which must not exist yet), for
+    /// mksquashfs: directories, files with their modes, symlinks. Owners are left to
+    /// the writer (root, as the builder runs); device nodes have no place in a
+    /// read-only root and are refused.
+    pub fn write_dir(&self, root: &Path) -> Result<(), ImageError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(root)
+            .at(root)?;
+        // The mode the squashfs's root (/usr) gets: not the umask's.
+        crate::set_mode(root, 0o755)?;
+        // Sorted by path, so a parent always comes before what is in it.
+        for (name, node) in &self.entries {
+            let path = root.join(name);
+            match node {
+                Node::Dir { mode, .. } => {
+                    std::fs::create_dir(&path).at(&path)?;
+                    crate::set_mode(&path, *mode)?;
+                }
+                Node::File { data, mode, .. } => {
+                    std::fs::write(&path, data).at(&path)?;
+                    crate::set_mode(&path, *mode)?;
+                }
+                Node::Symlink { target } => {
+                    std::os::unix::fs::symlink(target, &path).at(&path)?;
+                }
+                Node::CharDev { .. } => {
+                    return Err(ImageError::Binary {
+                        path: name.into(),
+                        message: "a device node cannot go into a read-only root".into(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the archive to `path` (mode 0644); returns its size.
     pub fn write_file(&self, path: &Path, mtime: u32) -> Result<u64, ImageError> {
         let file = std::fs::File::create(path).at(path)?;
@@ -296,6 +334,39 @@ pub(crate) mod tests {
         t.char_dev("/dev/console", 5, 1, 0o600).unwrap();
         t.dir_owned("/var/lib/tor", 0o700, 102, 106).unwrap();
         t
+    }
+
+    #[test]
+    fn a_tree_is_written_out_as_a_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = crate::testutil::TempDir::new("write-dir");
+        let root = tmp.path().join("usr");
+        let mut t = Tree::new();
+        t.file("sbin/tor", b"elf".to_vec(), 0o755).unwrap();
+        t.file("share/tor/defaults", b"x".to_vec(), 0o644).unwrap();
+        t.symlink("bin/sh", "busybox").unwrap();
+        t.dir("lib", 0o700).unwrap();
+        t.write_dir(&root).unwrap();
+        assert_eq!(std::fs::read(root.join("sbin/tor")).unwrap(), b"elf");
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("sbin/tor"), 0o755);
+        assert_eq!(mode("share/tor/defaults"), 0o644);
+        assert_eq!(mode("lib"), 0o700);
+        assert_eq!(
+            std::fs::read_link(root.join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
+        // Never over something already there.
+        assert!(t.write_dir(&root).is_err());
+        let mut dev = Tree::new();
+        dev.char_dev("dev/null", 1, 3, 0o666).unwrap();
+        assert!(dev.write_dir(&tmp.path().join("dev")).is_err());
     }
 
     #[test]

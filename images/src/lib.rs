@@ -3,8 +3,11 @@
 //!
 //! One build produces, in `<cache_dir>/<key>/`:
 //! - `vmlinux`: the Debian kernel as an ELF image, booted by QEMU `-kernel` through PVH;
-//! - `torvm.initramfs`: the whole Tor VM (agent as `/init`, busybox, tor, nft, their
-//!   libraries, kernel modules);
+//! - `torvm.initramfs`: the Tor VM's early userspace (agent as `/init`, kernel modules,
+//!   `/etc`, tor's empty DataDirectory);
+//! - `torvm.squashfs`: the Tor VM's read-only `/usr` (busybox, tor, nft, e2fsprogs, their
+//!   libraries), mounted by the agent before it runs anything: its pages are read on
+//!   demand and can be dropped again, where an initramfs sits whole in the VM's RAM;
 //! - `appvm.initramfs`: the App VM's early userspace (agent as `/init`, modules);
 //! - `appvm.squashfs`: the App VM's read-only Debian root with the services' packages;
 //! - `manifest.json`: what went in ([`Manifest`]).
@@ -40,7 +43,7 @@ pub use progress::{NoProgress, Progress, TermProgress};
 /// Where images are cached unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/tails-server/images";
 /// Changes whenever the builder's output for the same inputs changes.
-pub const BUILDER_VERSION: &str = "tails-images 4";
+pub const BUILDER_VERSION: &str = "tails-images 5";
 /// The Debian suite everything comes from.
 pub const SUITE: &str = "bookworm";
 /// The kernel metapackage whose dependency is the kernel used.
@@ -75,8 +78,9 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "ip", "ping", "ls", "cat", "ps", "mount", "ifconfig", "nc", "wget", "sleep", "echo",
     "true", "false", "uname", "dmesg", "id",
 ];
-/// Size the Tor VM initramfs should stay under (a warning beyond it, not an error).
-pub const TORVM_INITRAMFS_TARGET: u64 = 32 * 1024 * 1024;
+/// Size the Tor VM initramfs should stay under (a warning beyond it, not an error): it
+/// is unpacked into the VM's RAM and stays there.
+pub const TORVM_INITRAMFS_TARGET: u64 = 8 * 1024 * 1024;
 /// In-guest path of the module list the agents load.
 pub const MODULES_LOAD_PATH: &str = "/etc/tails-server/modules.load";
 
@@ -84,10 +88,21 @@ pub const MODULES_LOAD_PATH: &str = "/etc/tails-server/modules.load";
 pub const VMLINUX: &str = "vmlinux";
 /// File name of the Tor VM initramfs.
 pub const TORVM_INITRAMFS: &str = "torvm.initramfs";
+/// File name of the Tor VM's read-only `/usr`.
+pub const TORVM_ROOT: &str = "torvm.squashfs";
 /// File name of the App VM initramfs.
 pub const APPVM_INITRAMFS: &str = "appvm.initramfs";
 /// File name of the App VM root file system.
 pub const APPVM_ROOT: &str = "appvm.squashfs";
+/// Every file of a build but the manifest (each checked for its size when a build is
+/// looked up, each with its sha256 in the manifest).
+pub const IMAGE_FILES: [&str; 5] = [
+    VMLINUX,
+    TORVM_INITRAMFS,
+    TORVM_ROOT,
+    APPVM_INITRAMFS,
+    APPVM_ROOT,
+];
 /// File name of the manifest.
 pub const MANIFEST: &str = "manifest.json";
 /// The symlink to the last built (or found) image directory.
@@ -117,6 +132,7 @@ pub struct Images {
     pub dir: PathBuf,
     pub vmlinux: PathBuf,
     pub torvm_initramfs: PathBuf,
+    pub torvm_root: PathBuf,
     pub appvm_initramfs: PathBuf,
     pub appvm_root: PathBuf,
     pub manifest: Manifest,
@@ -244,6 +260,7 @@ fn images_in(dir: &Path, manifest: Manifest) -> Images {
         dir: dir.to_path_buf(),
         vmlinux: dir.join(VMLINUX),
         torvm_initramfs: dir.join(TORVM_INITRAMFS),
+        torvm_root: dir.join(TORVM_ROOT),
         appvm_initramfs: dir.join(APPVM_INITRAMFS),
         appvm_root: dir.join(APPVM_ROOT),
         manifest,
@@ -258,7 +275,7 @@ fn load_complete(dir: &Path, key: &str) -> Option<Images> {
     if manifest.key != key {
         return None;
     }
-    for name in [VMLINUX, TORVM_INITRAMFS, APPVM_INITRAMFS, APPVM_ROOT] {
+    for name in IMAGE_FILES {
         let meta = std::fs::metadata(dir.join(name)).ok()?;
         if !meta.is_file() || manifest.sizes.get(name) != Some(&meta.len()) {
             return None;
@@ -417,21 +434,37 @@ fn build_into(
     // Owned by debian-tor as in Debian's tor package: tor refuses a DataDirectory that
     // is not owned by the user it runs as.
     tor.dir_owned("var/lib/tor", 0o700, uid, gid)?;
-    tor.file_from(BUSYBOX_PATH, Path::new(BUSYBOX_PATH), 0o755)?;
+    // Everything tor, nft and e2fsprogs are made of goes into the squashfs (`usr`,
+    // mounted on /usr), under its merged-/usr path; the initramfs links /bin, /sbin,
+    // /lib64 and each /lib/<dir> into /usr, as Debian does.
+    let mut usr = Tree::new();
+    let mut programs = vec![BUSYBOX_PATH];
     for applet in BUSYBOX_APPLETS {
-        tor.symlink(&format!("bin/{applet}"), "busybox")?;
+        usr.symlink(&format!("bin/{applet}"), "busybox")?;
     }
     let mut libs = vec![PathBuf::from(DYNAMIC_LOADER)];
     for bin in [TOR_PATH, NFT_PATH].iter().chain(E2FS_PATHS) {
         progress.message(&format!("ldd {bin}"));
-        tor.file_from(bin, Path::new(bin), 0o755)?;
+        programs.push(bin);
         libs.extend(host::shared_libs(tools, Path::new(bin))?);
     }
     libs.sort();
     libs.dedup();
+    for bin in programs {
+        usr.file_from(&usr_path(bin)?, Path::new(bin), 0o755)?;
+    }
     for lib in &libs {
         let name = lib.to_string_lossy();
-        tor.file_from(&name, lib, host_mode(lib)?)?;
+        usr.file_from(&usr_path(&name)?, lib, host_mode(lib)?)?;
+    }
+    // tor's Debian defaults (the geoip files, in tor-geoipdb, are left out).
+    let defaults = Path::new("/usr/share/tor/tor-service-defaults-torrc");
+    if defaults.is_file() {
+        usr.file_from(&usr_path(&defaults.to_string_lossy())?, defaults, 0o644)?;
+    }
+    tor.dir("usr", 0o755)?;
+    for link in merged_usr_links(&libs)? {
+        tor.symlink(&link.0, &link.1)?;
     }
     tor.file(
         "etc/passwd",
@@ -457,11 +490,6 @@ fn build_into(
     if mke2fs_conf.is_file() {
         tor.file_from(&mke2fs_conf.to_string_lossy(), mke2fs_conf, 0o644)?;
     }
-    // tor's Debian defaults (the geoip files, in tor-geoipdb, are left out).
-    let defaults = Path::new("/usr/share/tor/tor-service-defaults-torrc");
-    if defaults.is_file() {
-        tor.file_from(&defaults.to_string_lossy(), defaults, 0o644)?;
-    }
     let size = tor.write_file(&out.join(TORVM_INITRAMFS), epoch32)?;
     if size > TORVM_INITRAMFS_TARGET {
         progress.message(&format!(
@@ -469,6 +497,19 @@ fn build_into(
         ));
     }
     sizes.insert(TORVM_INITRAMFS.to_string(), size);
+    timer.next(&mut stage_seconds, "torvm root (squashfs)");
+    let usr_dir = work.join("torvm-usr");
+    rootfs::remove_tree(&usr_dir)?;
+    usr.write_dir(&usr_dir)?;
+    let size = rootfs::mksquashfs(
+        tools,
+        &usr_dir,
+        &out.join(TORVM_ROOT),
+        SOURCE_DATE_EPOCH,
+        progress,
+    )?;
+    sizes.insert(TORVM_ROOT.to_string(), size);
+    rootfs::remove_tree(&usr_dir)?;
     timer.next(&mut stage_seconds, "appvm initramfs");
 
     // App VM initramfs.
@@ -522,7 +563,7 @@ fn build_into(
     timer.next(&mut stage_seconds, "checksums");
 
     let mut sha256 = BTreeMap::new();
-    for name in [VMLINUX, TORVM_INITRAMFS, APPVM_INITRAMFS, APPVM_ROOT] {
+    for name in IMAGE_FILES {
         sha256.insert(name.to_string(), sha256_file(&out.join(name))?);
     }
     timer.end(&mut stage_seconds);
@@ -545,6 +586,54 @@ fn build_into(
         built_at_epoch: SOURCE_DATE_EPOCH,
         stage_seconds,
     })
+}
+
+/// Where a host file of a merged-/usr system lives below /usr (the path inside the
+/// Tor VM's squashfs): `/usr/sbin/tor` is `sbin/tor`, `/lib/x86_64-linux-gnu/libc.so.6`
+/// and `/bin/busybox` are `lib/x86_64-linux-gnu/libc.so.6` and `bin/busybox`.
+fn usr_path(host: &str) -> Result<String, ImageError> {
+    let rel = host.trim_start_matches('/');
+    let rel = rel.strip_prefix("usr/").unwrap_or(rel);
+    let top = rel.split('/').next().unwrap_or_default();
+    if !["bin", "sbin", "lib", "lib64", "share"].contains(&top) || !rel.contains('/') {
+        return Err(ImageError::Binary {
+            path: host.into(),
+            message:
+                "not under /usr, /bin, /sbin, /lib or /lib64: no place for it in the Tor VM's /usr"
+                    .into(),
+        });
+    }
+    Ok(rel.to_string())
+}
+
+/// The symlinks that make the initramfs a merged-/usr system once the squashfs is on
+/// /usr: `bin`, `sbin` and `lib64` whole, and each directory (or file) directly in
+/// `/lib` that `libs` use (`/lib` itself holds the modules, in the initramfs).
+fn merged_usr_links(libs: &[PathBuf]) -> Result<Vec<(String, String)>, ImageError> {
+    let mut links: Vec<(String, String)> = ["bin", "sbin", "lib64"]
+        .iter()
+        .map(|d| (d.to_string(), format!("usr/{d}")))
+        .collect();
+    let mut under_lib = std::collections::BTreeSet::new();
+    for lib in libs {
+        let rel = usr_path(&lib.to_string_lossy())?;
+        if let Some(rest) = rel.strip_prefix("lib/") {
+            let first = rest.split('/').next().unwrap_or(rest);
+            if first == "modules" {
+                return Err(ImageError::Binary {
+                    path: lib.clone(),
+                    message: "a library under /lib/modules".into(),
+                });
+            }
+            under_lib.insert(first.to_string());
+        }
+    }
+    links.extend(
+        under_lib
+            .into_iter()
+            .map(|d| (format!("lib/{d}"), format!("../usr/lib/{d}"))),
+    );
+    Ok(links)
 }
 
 /// What both initramfs images share: /init, the usual mount points and device nodes.
@@ -797,7 +886,7 @@ mod tests {
         let d = inp.cache_dir.join(&key);
         std::fs::create_dir_all(&d).unwrap();
         let mut sizes = BTreeMap::new();
-        for name in [VMLINUX, TORVM_INITRAMFS, APPVM_INITRAMFS, APPVM_ROOT] {
+        for name in IMAGE_FILES {
             std::fs::write(d.join(name), name.as_bytes()).unwrap();
             sizes.insert(name.to_string(), name.len() as u64);
         }
@@ -834,6 +923,44 @@ mod tests {
             find(&inp).unwrap().is_none(),
             "a corrupt manifest must not count"
         );
+    }
+
+    #[test]
+    fn host_files_map_to_their_merged_usr_place() {
+        assert_eq!(usr_path("/usr/sbin/tor").unwrap(), "sbin/tor");
+        assert_eq!(usr_path("/bin/busybox").unwrap(), "bin/busybox");
+        assert_eq!(
+            usr_path("/lib/x86_64-linux-gnu/libc.so.6").unwrap(),
+            "lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(
+            usr_path("/usr/lib/x86_64-linux-gnu/libz.so.1").unwrap(),
+            "lib/x86_64-linux-gnu/libz.so.1"
+        );
+        assert_eq!(
+            usr_path(DYNAMIC_LOADER).unwrap(),
+            "lib64/ld-linux-x86-64.so.2"
+        );
+        for bad in ["/etc/passwd", "/opt/x/lib.so", "/usr/tor", "/lib"] {
+            assert!(usr_path(bad).is_err(), "{bad}");
+        }
+        let links = merged_usr_links(&[
+            PathBuf::from(DYNAMIC_LOADER),
+            PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/libz.so.1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            links,
+            [
+                ("bin", "usr/bin"),
+                ("sbin", "usr/sbin"),
+                ("lib64", "usr/lib64"),
+                ("lib/x86_64-linux-gnu", "../usr/lib/x86_64-linux-gnu"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert!(merged_usr_links(&[PathBuf::from("/lib/modules/x/a.ko")]).is_err());
     }
 
     #[test]

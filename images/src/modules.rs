@@ -37,11 +37,13 @@ pub const RNG_MODULES: &[&str] = &["virtio_rng"];
 /// VM's data).
 pub const DISK_MODULES: &[&str] = &["virtio_blk", "ext4"];
 
-/// Root modules of the Tor VM.
+/// Root modules of the Tor VM: networking plus its disks (the read-only squashfs
+/// on /usr, the ext4 state disk).
 pub fn torvm_roots() -> Vec<&'static str> {
     let mut v = NET_MODULES.to_vec();
     v.extend(RNG_MODULES);
     v.extend(DISK_MODULES);
+    v.push("squashfs");
     v
 }
 

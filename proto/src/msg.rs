@@ -20,6 +20,9 @@ pub const RELAY_PORT: u32 = 1025;
 pub const APPVM_DATA_SERIAL: &str = "tails-appvm-data";
 /// Serial of the Tor VM's state disk (tor's DataDirectory: its guards).
 pub const TORVM_STATE_SERIAL: &str = "tails-torvm-state";
+/// Serial of the Tor VM's read-only root: the squashfs the agent mounts on
+/// /usr (tor, nft, e2fsprogs, busybox and their libraries).
+pub const TORVM_ROOT_SERIAL: &str = "tails-torvm-root";
 /// Largest frame the host accepts from a guest (exec output is the big one).
 pub const MAX_GUEST_FRAME: usize = 4 << 20;
 /// Largest frame a guest accepts from the host.

@@ -274,9 +274,7 @@ fn check_qemu(role: &str) -> u32 {
     assert_eq!(got, want, "{what}: its mounts");
     let mut want_images: BTreeSet<String> =
         ["vmlinux".to_string(), format!("{role}.initramfs")].into();
-    if role == "appvm" {
-        want_images.insert("appvm.squashfs".into());
-    }
+    want_images.insert(format!("{role}.squashfs"));
     assert_eq!(images, want_images, "{what}: its images");
     let rw: BTreeSet<String> = mounts(pid)
         .into_iter()

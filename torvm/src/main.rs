@@ -1,6 +1,8 @@
 //! Tor VM agent: PID 1 of the Tor VM's initramfs.
 //!
-//! Loads the modules, brings up the internal link (10.1.2.1 on the NIC with
+//! Loads the modules, mounts its read-only /usr (the squashfs on the disk with
+//! serial `tails-torvm-root`: tor, nft and their libraries are read from it on
+//! demand instead of sitting whole in RAM), loads its firewall, brings up the internal link (10.1.2.1 on the NIC with
 //! MAC 00:55:44:33:22:11) and, when the VM has one, the uplink (QEMU
 //! user-mode networking, 10.0.2.15), then serves the host on vsock. On the
 //! host's order it starts tor (see [`tor`]); it is the only process that
@@ -43,6 +45,8 @@ fn early_init() -> Result<(), String> {
     pid1::mount_pseudo_fs().map_err(|e| e.to_string())?;
     let n = pid1::load_modules().map_err(|e| e.to_string())?;
     log(format!("loaded {n} modules"));
+    mount_usr()?;
+    log("mounted /usr (squashfs, read-only)");
     // No IPv6 anywhere in the Tor VM, and no forwarding.
     pid1::sysctl("net.ipv6.conf.all.disable_ipv6", "1").map_err(|e| e.to_string())?;
     pid1::sysctl("net.ipv6.conf.default.disable_ipv6", "1").map_err(|e| e.to_string())?;
@@ -54,6 +58,32 @@ fn early_init() -> Result<(), String> {
         pid1::sysctl(k, v).map_err(|e| e.to_string())?;
     }
     firewall()
+}
+
+/// Mount the read-only /usr, found by its serial (the block device may appear
+/// a moment after the driver loads). Nothing in it is trusted more than the
+/// initramfs: both come from the host's image directory, read-only.
+fn mount_usr() -> Result<(), String> {
+    let serial = tails_proto::msg::TORVM_ROOT_SERIAL;
+    let mut dev = None;
+    for _ in 0..250 {
+        dev = tails_guest::disk::find(serial);
+        if dev.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dev = dev.ok_or_else(|| format!("no disk with serial {serial}: the Tor VM has no /usr"))?;
+    pid1::mount_fs(
+        &dev.to_string_lossy(),
+        "/usr",
+        "squashfs",
+        nix::mount::MsFlags::MS_RDONLY
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOSUID,
+        None,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Load the Tor VM's nftables table before any link is up (fail closed: an

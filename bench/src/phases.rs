@@ -35,21 +35,16 @@ fn last_boot(log: &str) -> Vec<(f64, &str)> {
 pub fn durations(log: &str) -> Vec<Option<f64>> {
     let lines = last_boot(log);
     let mut at = 0;
-    let mut before = Some(0.0);
+    let mut before = 0.0;
     PHASES
         .iter()
         .map(|(_, words)| {
-            let found = lines[at..].iter().position(|(_, m)| m.contains(words));
-            match found {
-                Some(i) => {
-                    at += i;
-                    let t = lines[at].0;
-                    let d = before.map(|b: f64| t - b);
-                    before = Some(t);
-                    d
-                }
-                None => None,
-            }
+            let i = lines[at..].iter().position(|(_, m)| m.contains(words))?;
+            at += i;
+            let t = lines[at].0;
+            let d = t - before;
+            before = t;
+            Some(d)
         })
         .collect()
 }

@@ -31,6 +31,21 @@ pub fn find(serial: &str) -> Option<PathBuf> {
     })
 }
 
+/// [`find`], asked again every 20 ms for up to `within`: a disk's block device
+/// appears a moment after its driver is loaded.
+pub fn find_within(serial: &str, within: std::time::Duration) -> Option<PathBuf> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(dev) = find(serial) {
+            return Some(dev);
+        }
+        if start.elapsed() >= within {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// What the first bytes of a disk say it holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Content {

@@ -501,15 +501,7 @@ fn build_into(
     let usr_dir = work.join("torvm-usr");
     rootfs::remove_tree(&usr_dir)?;
     usr.write_dir(&usr_dir)?;
-    let size = rootfs::mksquashfs(
-        tools,
-        &usr_dir,
-        &out.join(TORVM_ROOT),
-        SOURCE_DATE_EPOCH,
-        progress,
-    )?;
-    sizes.insert(TORVM_ROOT.to_string(), size);
-    rootfs::remove_tree(&usr_dir)?;
+    pack_root(tools, &usr_dir, out, TORVM_ROOT, &mut sizes, progress)?;
     timer.next(&mut stage_seconds, "appvm initramfs");
 
     // App VM initramfs.
@@ -551,15 +543,7 @@ fn build_into(
     })?;
     rootfs::scrub(&root)?;
     timer.next(&mut stage_seconds, "squashfs");
-    let size = rootfs::mksquashfs(
-        tools,
-        &root,
-        &out.join(APPVM_ROOT),
-        SOURCE_DATE_EPOCH,
-        progress,
-    )?;
-    sizes.insert(APPVM_ROOT.to_string(), size);
-    rootfs::remove_tree(&root)?;
+    pack_root(tools, &root, out, APPVM_ROOT, &mut sizes, progress)?;
     timer.next(&mut stage_seconds, "checksums");
 
     let mut sha256 = BTreeMap::new();
@@ -586,6 +570,21 @@ fn build_into(
         built_at_epoch: SOURCE_DATE_EPOCH,
         stage_seconds,
     })
+}
+
+/// Packs the staged tree `root` into the squashfs `out/name`, records its size, and
+/// removes the staged tree.
+fn pack_root(
+    tools: &Tools,
+    root: &Path,
+    out: &Path,
+    name: &str,
+    sizes: &mut BTreeMap<String, u64>,
+    progress: &dyn Progress,
+) -> Result<(), ImageError> {
+    let size = rootfs::mksquashfs(tools, root, &out.join(name), SOURCE_DATE_EPOCH, progress)?;
+    sizes.insert(name.to_string(), size);
+    rootfs::remove_tree(root)
 }
 
 /// Where a host file of a merged-/usr system lives below /usr (the path inside the

@@ -2,8 +2,8 @@
 //!
 //! Loads the modules, mounts its read-only /usr (the squashfs on the disk with
 //! serial `tails-torvm-root`: tor, nft and their libraries are read from it on
-//! demand instead of sitting whole in RAM), loads its firewall, brings up the internal link (10.1.2.1 on the NIC with
-//! MAC 00:55:44:33:22:11) and, when the VM has one, the uplink (QEMU
+//! demand instead of sitting whole in RAM), loads its firewall, brings up the
+//! internal link (10.1.2.1 on the NIC with MAC 00:55:44:33:22:11) and, when the VM has one, the uplink (QEMU
 //! user-mode networking, 10.0.2.15), then serves the host on vsock. On the
 //! host's order it starts tor (see [`tor`]); it is the only process that
 //! talks to tor's control socket.
@@ -60,20 +60,12 @@ fn early_init() -> Result<(), String> {
     firewall()
 }
 
-/// Mount the read-only /usr, found by its serial (the block device may appear
-/// a moment after the driver loads). Nothing in it is trusted more than the
+/// Mount the read-only /usr, found by its serial. Nothing in it is trusted more than the
 /// initramfs: both come from the host's image directory, read-only.
 fn mount_usr() -> Result<(), String> {
     let serial = tails_proto::msg::TORVM_ROOT_SERIAL;
-    let mut dev = None;
-    for _ in 0..250 {
-        dev = tails_guest::disk::find(serial);
-        if dev.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let dev = dev.ok_or_else(|| format!("no disk with serial {serial}: the Tor VM has no /usr"))?;
+    let dev = tails_guest::disk::find_within(serial, std::time::Duration::from_secs(5))
+        .ok_or_else(|| format!("no disk with serial {serial}: the Tor VM has no /usr"))?;
     pid1::mount_fs(
         &dev.to_string_lossy(),
         "/usr",

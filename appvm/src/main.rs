@@ -37,8 +37,10 @@ const HOSTNAME: &str = "localhost";
 
 fn early_init() -> Result<(), String> {
     pid1::mount_pseudo_fs().map_err(|e| e.to_string())?;
-    let n = pid1::load_modules().map_err(|e| e.to_string())?;
-    log(format!("loaded {n} modules"));
+    let (n, later) = pid1::load_modules().map_err(|e| e.to_string())?;
+    log(format!(
+        "loaded {n} modules ({later} more when a persistent disk is mounted)"
+    ));
     mount_root().map_err(|e| e.to_string())?;
     pid1::switch_root("/newroot").map_err(|e| e.to_string())?;
     log("mounted the root (squashfs under a tmpfs overlay) and switched to it");

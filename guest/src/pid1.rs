@@ -9,8 +9,17 @@ use std::fs;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-/// List of modules to load, in dependency order, written by the image builder.
+/// List of modules to load at boot, in dependency order, written by the image builder.
 pub const MODULES_LIST: &str = "/etc/tails-server/modules.load";
+/// List of the modules a persistent (ext4) disk needs beyond those of
+/// [`MODULES_LIST`], in dependency order: loaded by [`load_disk_modules`]
+/// when the agent first mounts one, not at boot.
+pub const DISK_MODULES_LIST: &str = "/etc/tails-server/modules.disk";
+
+/// The files of [`DISK_MODULES_LIST`] not loaded yet, opened at boot by
+/// [`load_modules`] (the App VM switches to a root without them afterwards;
+/// an open file outlives that).
+static DISK_MODULES: std::sync::Mutex<Vec<(String, fs::File)>> = std::sync::Mutex::new(Vec::new());
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -104,31 +113,60 @@ pub fn mount_pseudo_fs() -> Result<(), InitError> {
     Ok(())
 }
 
-/// Load the modules named in [`MODULES_LIST`] (paths, dependency order).
-/// A module that is already loaded (`EEXIST`) is fine.
-pub fn load_modules() -> Result<usize, InitError> {
-    let list = match fs::read_to_string(MODULES_LIST) {
+/// The module files a list names (paths, one per line), opened in its order;
+/// no list at all: none.
+fn open_list(list: &str) -> Result<Vec<(String, fs::File)>, InitError> {
+    let text = match fs::read_to_string(list) {
         Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(io_err(MODULES_LIST)(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(list)(e)),
     };
-    let mut n = 0;
-    for path in list
-        .lines()
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let f = fs::File::open(path).map_err(io_err(path))?;
-        let params = CString::default();
-        match nix::kmod::finit_module(f.as_fd(), &params, nix::kmod::ModuleInitFlags::empty()) {
-            Ok(()) | Err(nix::Error::EEXIST) => n += 1,
-            Err(e) => {
-                return Err(InitError::Module {
-                    path: path.to_owned(),
-                    source: e,
-                })
-            }
-        }
+        .map(|path| {
+            let f = fs::File::open(path).map_err(io_err(path))?;
+            Ok((path.to_owned(), f))
+        })
+        .collect()
+}
+
+/// Load one module file. A module that is already loaded (`EEXIST`) is fine.
+fn load_one(path: &str, f: &fs::File) -> Result<(), InitError> {
+    let params = CString::default();
+    match nix::kmod::finit_module(f.as_fd(), &params, nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+        Err(e) => Err(InitError::Module {
+            path: path.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// Load the modules named in [`MODULES_LIST`] (paths, dependency order), and
+/// open those of [`DISK_MODULES_LIST`] for [`load_disk_modules`]. Returns
+/// how many were loaded and how many wait for a disk.
+pub fn load_modules() -> Result<(usize, usize), InitError> {
+    let boot = open_list(MODULES_LIST)?;
+    for (path, f) in &boot {
+        load_one(path, f)?;
+    }
+    let disk = open_list(DISK_MODULES_LIST)?;
+    let waiting = disk.len();
+    *DISK_MODULES.lock().unwrap_or_else(|p| p.into_inner()) = disk;
+    Ok((boot.len(), waiting))
+}
+
+/// Load the modules of [`DISK_MODULES_LIST`] that are not loaded yet (none
+/// after the first call that succeeded). Blocks: ext4 takes about 0.2 s
+/// under TCG. A module that fails stays on the list with those after it.
+pub fn load_disk_modules() -> Result<usize, InitError> {
+    let mut waiting = DISK_MODULES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut n = 0;
+    while let Some((path, f)) = waiting.first() {
+        load_one(path, f)?;
+        waiting.remove(0);
+        n += 1;
     }
     Ok(n)
 }

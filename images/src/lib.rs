@@ -81,8 +81,11 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
 /// Size the Tor VM initramfs should stay under (a warning beyond it, not an error): it
 /// is unpacked into the VM's RAM and stays there.
 pub const TORVM_INITRAMFS_TARGET: u64 = 8 * 1024 * 1024;
-/// In-guest path of the module list the agents load.
+/// In-guest path of the module list the agents load at boot.
 pub const MODULES_LOAD_PATH: &str = "/etc/tails-server/modules.load";
+/// In-guest path of the modules an agent loads when it first mounts a
+/// persistent (ext4) disk, after those of [`MODULES_LOAD_PATH`].
+pub const MODULES_DISK_PATH: &str = "/etc/tails-server/modules.disk";
 
 /// File name of the kernel inside an image directory.
 pub const VMLINUX: &str = "vmlinux";
@@ -159,6 +162,10 @@ pub struct Manifest {
     pub torvm_modules: Vec<String>,
     /// App VM modules, in load order.
     pub appvm_modules: Vec<String>,
+    /// Modules both VMs load when they first mount a persistent disk, in load
+    /// order (not loaded at boot).
+    #[serde(default)]
+    pub disk_modules: Vec<String>,
     /// Host package versions copied into the Tor VM (tor, nftables, busybox-static).
     pub host_packages: BTreeMap<String, String>,
     /// uid and gid of debian-tor in the Tor VM (the host's).
@@ -239,6 +246,7 @@ fn key_inputs(inputs: &BuildInputs, tools: &Tools) -> Result<KeyInputs, ImageErr
     field(&mut h, "debian-tor", &format!("{}:{}", ids.0, ids.1));
     field(&mut h, "torvm_modules", &modules::torvm_roots().join(","));
     field(&mut h, "appvm_modules", &modules::appvm_roots().join(","));
+    field(&mut h, "disk_modules", &modules::DISK_MODULES.join(","));
     Ok(KeyInputs {
         key: hex(&h.finalize()),
         packages,
@@ -413,7 +421,12 @@ fn build_into(
     let db = modules::ModuleDb::load(&mod_dir)?;
     let tor_mods = db.closure(&modules::torvm_roots())?;
     let app_mods = db.closure(&modules::appvm_roots())?;
-    for m in tor_mods.iter().chain(&app_mods) {
+    let tor_disk_mods = db.closure_after(&tor_mods, modules::DISK_MODULES)?;
+    let app_disk_mods = db.closure_after(&app_mods, modules::DISK_MODULES)?;
+    for m in [&tor_mods, &app_mods, &tor_disk_mods, &app_disk_mods]
+        .into_iter()
+        .flatten()
+    {
         if !m.path.ends_with(".ko") {
             return Err(ImageError::Module(format!(
                 "{} is compressed ({}); the agents load plain .ko files",
@@ -426,7 +439,7 @@ fn build_into(
     // Tor VM initramfs.
     let mut tor = Tree::new();
     base_tree(&mut tor, &inputs.torvm_agent)?;
-    add_modules(&mut tor, &mod_dir, &kpkg.kver, &tor_mods)?;
+    add_modules(&mut tor, &mod_dir, &kpkg.kver, &tor_mods, &tor_disk_mods)?;
     for d in ["etc", "root"] {
         tor.dir(d, if d == "root" { 0o700 } else { 0o755 })?;
     }
@@ -507,7 +520,7 @@ fn build_into(
     // App VM initramfs.
     let mut app = Tree::new();
     base_tree(&mut app, &inputs.appvm_agent)?;
-    add_modules(&mut app, &mod_dir, &kpkg.kver, &app_mods)?;
+    add_modules(&mut app, &mod_dir, &kpkg.kver, &app_mods, &app_disk_mods)?;
     for d in ["lower", "rw", "newroot"] {
         app.dir(d, 0o755)?;
     }
@@ -562,6 +575,7 @@ fn build_into(
         appvm_packages: ki.packages.clone(),
         torvm_modules: tor_mods.iter().map(|m| m.name.clone()).collect(),
         appvm_modules: app_mods.iter().map(|m| m.name.clone()).collect(),
+        disk_modules: tor_disk_mods.iter().map(|m| m.name.clone()).collect(),
         host_packages: ki.host_packages.clone(),
         debian_tor_ids: ki.debian_tor_ids,
         apt_sources: sources,
@@ -647,13 +661,16 @@ fn base_tree(tree: &mut Tree, agent: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// The module files of `boot` and `disk`, and their two lists
+/// ([`MODULES_LOAD_PATH`], [`MODULES_DISK_PATH`]).
 fn add_modules(
     tree: &mut Tree,
     mod_dir: &Path,
     kver: &str,
-    mods: &[modules::Module],
+    boot: &[modules::Module],
+    disk: &[modules::Module],
 ) -> Result<(), ImageError> {
-    for m in mods {
+    for m in boot.iter().chain(disk) {
         tree.file_from(
             &format!("lib/modules/{kver}/{}", m.path),
             &mod_dir.join(&m.path),
@@ -662,7 +679,12 @@ fn add_modules(
     }
     tree.file(
         MODULES_LOAD_PATH,
-        modules::modules_load(kver, mods).into_bytes(),
+        modules::modules_load(kver, boot).into_bytes(),
+        0o644,
+    )?;
+    tree.file(
+        MODULES_DISK_PATH,
+        modules::modules_load(kver, disk).into_bytes(),
         0o644,
     )
 }
@@ -899,6 +921,7 @@ mod tests {
             appvm_packages: vec![],
             torvm_modules: vec![],
             appvm_modules: vec![],
+            disk_modules: vec![],
             host_packages: BTreeMap::new(),
             debian_tor_ids: (1, 2),
             apt_sources: vec![],

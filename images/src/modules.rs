@@ -33,26 +33,30 @@ pub const NET_MODULES: &[&str] = &[
 /// VM's clock offset).
 pub const RNG_MODULES: &[&str] = &["virtio_rng"];
 
-/// A persistent disk: the virtio disk and ext4 (the Tor VM's state, the App
-/// VM's data).
-pub const DISK_MODULES: &[&str] = &["virtio_blk", "ext4"];
+/// The virtio disk: both VMs' read-only squashfs is on one.
+pub const BLOCK_MODULES: &[&str] = &["virtio_blk"];
 
-/// Root modules of the Tor VM: networking plus its disks (the read-only squashfs
-/// on /usr, the ext4 state disk).
+/// ext4, for a persistent disk (the Tor VM's state, the App VM's data): loaded
+/// by the agent when it first mounts one, not at boot (ext4 and jbd2 are the
+/// largest modules of all; a stack without persistence never needs them).
+pub const DISK_MODULES: &[&str] = &["ext4"];
+
+/// Root modules of the Tor VM at boot: networking plus the disk of its
+/// read-only squashfs /usr.
 pub fn torvm_roots() -> Vec<&'static str> {
     let mut v = NET_MODULES.to_vec();
     v.extend(RNG_MODULES);
-    v.extend(DISK_MODULES);
+    v.extend(BLOCK_MODULES);
     v.push("squashfs");
     v
 }
 
-/// Root modules of the App VM: networking plus its root file system (virtio disk,
-/// squashfs lower layer, overlay).
+/// Root modules of the App VM at boot: networking plus its root file system
+/// (virtio disk, squashfs lower layer, overlay).
 pub fn appvm_roots() -> Vec<&'static str> {
     let mut v = NET_MODULES.to_vec();
     v.extend(RNG_MODULES);
-    v.extend(DISK_MODULES);
+    v.extend(BLOCK_MODULES);
     v.extend(["squashfs", "overlay"]);
     v
 }
@@ -205,6 +209,18 @@ impl ModuleDb {
         Ok(order)
     }
 
+    /// The modules to load for `roots` once `loaded` (a [`Self::closure`]) is
+    /// loaded: their closure without what `loaded` holds, in load order.
+    pub fn closure_after(
+        &self,
+        loaded: &[Module],
+        roots: &[&str],
+    ) -> Result<Vec<Module>, ImageError> {
+        let mut all = self.closure(roots)?;
+        all.retain(|m| !loaded.iter().any(|l| l.name == m.name));
+        Ok(all)
+    }
+
     fn visit(
         &self,
         name: &str,
@@ -340,6 +356,24 @@ kernel/net/vmw_vsock/vsock.ko:
         let load = modules_load("6.1.0-1-amd64", &mods);
         assert!(load.starts_with("/lib/modules/6.1.0-1-amd64/kernel/"));
         assert_eq!(load.lines().count(), 12);
+    }
+
+    #[test]
+    fn closure_after_leaves_out_what_is_loaded() {
+        let db = ModuleDb::parse(DEP, "").unwrap();
+        let boot = db.closure(&["nf_tables", "virtio_net"]).unwrap();
+        let later = db.closure_after(&boot, &["nft_nat"]).unwrap();
+        // nf_conntrack before nf_nat before nft_nat; nf_tables, nfnetlink and
+        // libcrc32c are loaded already.
+        assert_eq!(names(&later), vec!["nf_conntrack", "nf_nat", "nft_nat"]);
+        // Everything already loaded: nothing left.
+        assert!(db.closure_after(&boot, &["nf_tables"]).unwrap().is_empty());
+        // An unknown module is still named.
+        let err = db
+            .closure_after(&boot, &["nosuch"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nosuch"), "{err}");
     }
 
     #[test]

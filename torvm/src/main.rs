@@ -43,8 +43,10 @@ const UPLINK: net::Plan = net::Plan {
 
 fn early_init() -> Result<(), String> {
     pid1::mount_pseudo_fs().map_err(|e| e.to_string())?;
-    let n = pid1::load_modules().map_err(|e| e.to_string())?;
-    log(format!("loaded {n} modules"));
+    let (n, later) = pid1::load_modules().map_err(|e| e.to_string())?;
+    log(format!(
+        "loaded {n} modules ({later} more when a persistent disk is mounted)"
+    ));
     mount_usr()?;
     log("mounted /usr (squashfs, read-only)");
     // No IPv6 anywhere in the Tor VM, and no forwarding.

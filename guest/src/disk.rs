@@ -128,7 +128,8 @@ pub async fn mount(serial: &str, mountpoint: &Path) -> Result<(), String> {
     // ext4 and what it needs, on the first persistent disk only.
     let loaded = tokio::task::spawn_blocking(crate::pid1::load_disk_modules)
         .await
-        .map_err(|e| format!("cannot load ext4 for {serial}: {e}"))?
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
         .map_err(|e| format!("cannot load ext4 for {serial}: {e}"))?;
     if loaded > 0 {
         crate::log(format!("loaded {loaded} modules for {serial}"));

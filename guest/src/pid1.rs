@@ -19,7 +19,8 @@ pub const DISK_MODULES_LIST: &str = "/etc/tails-server/modules.disk";
 /// The files of [`DISK_MODULES_LIST`] not loaded yet, opened at boot by
 /// [`load_modules`] (the App VM switches to a root without them afterwards;
 /// an open file outlives that).
-static DISK_MODULES: std::sync::Mutex<Vec<(String, fs::File)>> = std::sync::Mutex::new(Vec::new());
+static DISK_MODULES: std::sync::Mutex<std::collections::VecDeque<(String, fs::File)>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -153,19 +154,22 @@ pub fn load_modules() -> Result<(usize, usize), InitError> {
     }
     let disk = open_list(DISK_MODULES_LIST)?;
     let waiting = disk.len();
-    *DISK_MODULES.lock().unwrap_or_else(|p| p.into_inner()) = disk;
+    *DISK_MODULES.lock().unwrap_or_else(|p| p.into_inner()) = disk.into();
     Ok((boot.len(), waiting))
 }
 
 /// Load the modules of [`DISK_MODULES_LIST`] that are not loaded yet (none
 /// after the first call that succeeded). Blocks: ext4 takes about 0.2 s
 /// under TCG. A module that fails stays on the list with those after it.
+/// The lock is held throughout: two disks mounted at once load each module
+/// once, in order. (A poisoned lock only means a panic elsewhere while it
+/// was held; the list itself is still whole.)
 pub fn load_disk_modules() -> Result<usize, InitError> {
     let mut waiting = DISK_MODULES.lock().unwrap_or_else(|p| p.into_inner());
     let mut n = 0;
-    while let Some((path, f)) = waiting.first() {
+    while let Some((path, f)) = waiting.front() {
         load_one(path, f)?;
-        waiting.remove(0);
+        waiting.pop_front();
         n += 1;
     }
     Ok(n)

@@ -162,10 +162,13 @@ pub struct Manifest {
     pub torvm_modules: Vec<String>,
     /// App VM modules, in load order.
     pub appvm_modules: Vec<String>,
-    /// Modules both VMs load when they first mount a persistent disk, in load
-    /// order (not loaded at boot).
+    /// Tor VM modules loaded when it first mounts a persistent disk, in load
+    /// order (not at boot). Absent from manifests written before the split.
     #[serde(default)]
-    pub disk_modules: Vec<String>,
+    pub torvm_disk_modules: Vec<String>,
+    /// App VM modules loaded when it first mounts a persistent disk.
+    #[serde(default)]
+    pub appvm_disk_modules: Vec<String>,
     /// Host package versions copied into the Tor VM (tor, nftables, busybox-static).
     pub host_packages: BTreeMap<String, String>,
     /// uid and gid of debian-tor in the Tor VM (the host's).
@@ -575,7 +578,8 @@ fn build_into(
         appvm_packages: ki.packages.clone(),
         torvm_modules: tor_mods.iter().map(|m| m.name.clone()).collect(),
         appvm_modules: app_mods.iter().map(|m| m.name.clone()).collect(),
-        disk_modules: tor_disk_mods.iter().map(|m| m.name.clone()).collect(),
+        torvm_disk_modules: tor_disk_mods.iter().map(|m| m.name.clone()).collect(),
+        appvm_disk_modules: app_disk_mods.iter().map(|m| m.name.clone()).collect(),
         host_packages: ki.host_packages.clone(),
         debian_tor_ids: ki.debian_tor_ids,
         apt_sources: sources,
@@ -921,7 +925,8 @@ mod tests {
             appvm_packages: vec![],
             torvm_modules: vec![],
             appvm_modules: vec![],
-            disk_modules: vec![],
+            torvm_disk_modules: vec![],
+            appvm_disk_modules: vec![],
             host_packages: BTreeMap::new(),
             debian_tor_ids: (1, 2),
             apt_sources: vec![],

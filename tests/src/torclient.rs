@@ -95,6 +95,7 @@ pub fn control(addr: SocketAddr, cookie: &Path, command: &str) -> Result<Vec<Str
 pub struct FreshClient {
     child: Child,
     dir: PathBuf,
+    netns: String,
     pub socks: SocketAddr,
 }
 
@@ -124,9 +125,11 @@ impl FreshClient {
             torrc.push('\n');
         }
         torrc.push_str(&format!(
-            "DataDirectory {}\nSocksPort {socks} ExtendedErrors\nSocksPolicy accept 10.0.0.0/8\nLog notice file {}\n",
+            "DataDirectory {}\nSocksPort {socks} ExtendedErrors\nSocksPolicy accept 10.0.0.0/8\nLog notice file {}\n\
+             ControlPort {}\nCookieAuthentication 1\n",
             dir.join("data").display(),
-            dir.join("tor.log").display()
+            dir.join("tor.log").display(),
+            control_of(socks),
         ));
         if !auth_private.is_empty() {
             let keys = dir.join("keys");
@@ -148,11 +151,51 @@ impl FreshClient {
             .stderr(Stdio::null())
             .spawn()
             .expect("start tor");
-        FreshClient { child, dir, socks }
+        FreshClient {
+            child,
+            dir,
+            netns: netns.to_owned(),
+            socks,
+        }
     }
 }
 
+/// A fresh client's control port: its SOCKS port + 1000, on the same
+/// address (SOCKS ports of the tests' clients are next to each other).
+fn control_of(socks: SocketAddr) -> SocketAddr {
+    SocketAddr::new(socks.ip(), socks.port() + 1000)
+}
+
 impl FreshClient {
+    /// `SIGNAL NEWNYM`, as Tor Browser's "New Identity" does: the client
+    /// forgets its onion-service state (descriptors, the introduction points
+    /// that failed, the directories it already asked), which otherwise keeps
+    /// it from an onion service that came back for 2–3 minutes. Its keys
+    /// (files in ClientOnionAuthDir) stay.
+    pub fn new_identity(&self) {
+        let cookie = self.dir.join("data/control_auth_cookie");
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.netns))
+            .unwrap_or_else(|e| panic!("network namespace {}: {e}", self.netns));
+        // From inside the client's own namespace (one thread only): the
+        // command goes over its loopback, never over a link a test captures.
+        let r = std::thread::scope(|t| {
+            t.spawn(|| {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns: {e}"))?;
+                control(control_of(self.socks), &cookie, "SIGNAL NEWNYM")
+            })
+            .join()
+        })
+        .unwrap_or_else(|_| Err("the control thread panicked".into()))
+        .unwrap_or_else(|e| panic!("the client's control port: {e}"));
+        // Replies: AUTHENTICATE's, then the signal's.
+        assert_eq!(
+            r.get(1).map(String::as_str),
+            Some("250 OK"),
+            "NEWNYM refused: {r:?}"
+        );
+    }
+
     /// Whether this client's tor reached 100 % bootstrap within `secs` (read
     /// from its log).
     pub fn wait_bootstrapped(&self, secs: u64) -> bool {

@@ -51,11 +51,15 @@ const TORIFIED: &[&str] = &[
     "gateway-udp-scan",
 ];
 
-/// When the second queued attack starts (after the daemon was killed, and
-/// the Tor VM's QEMU after it), and how long it may take with the Tor VM
-/// down (every vector waits for its timeout).
-const CUT_AT: Duration = Duration::from_secs(100);
-const CUT_PROBE: Duration = Duration::from_secs(150);
+/// The App VM's console log on the host (written by its QEMU, so it is
+/// there with no daemon and no network): the queued attacks mark their end
+/// on the App VM's console, and the test waits for that line instead of
+/// sleeping for as long as an attack might take.
+const APPVM_CONSOLE: &str = "/var/log/tails-server/appvm.console.log";
+
+/// What the queued attacks' script writes to the console when the Tor VM is
+/// gone, before its second attack.
+const TORVM_GONE: &str = "ts-leaks: the Tor VM is gone";
 
 /// What the suite counts.
 #[derive(Default)]
@@ -150,25 +154,65 @@ fn in_netns_nft(args: &[&str]) -> tails_tests::Run {
         .into()
 }
 
-/// Queue a probe run (with `extra` arguments) in the App VM that starts
-/// `delay` s from now and needs no daemon (its results in `out`, then `done`).
-fn queue_probe(env: &Env, delay: u64, out: &str, extra: &str) {
-    let mut bg = format!("sleep {delay}; {PROBE_IN_VM} {extra}");
+/// The probe's command line in the App VM, with `extra` arguments, its
+/// results in `out` and then `done`, and its end marked on the console.
+fn probe_line(env: &Env, out: &str, extra: &str) -> String {
+    let mut line = format!("{PROBE_IN_VM} {extra}");
     for a in &env.args {
-        bg.push(' ');
-        bg.push_str(a);
+        line.push(' ');
+        line.push_str(a);
     }
-    let r = env.ns.ts(&[
-        "exec",
+    format!(
+        "{line} > {out} 2>&1; echo done >> {out}; echo '{}' > /dev/console",
+        end_mark(out)
+    )
+}
+
+/// The console line of a queued probe run that wrote `out`.
+fn end_mark(out: &str) -> String {
+    format!("ts-leaks: {out} ended")
+}
+
+/// Run `script` in the App VM in the background, detached: it needs no
+/// daemon once queued.
+fn queue(env: &Env, name: &str, script: &str) {
+    let file = format!("/root/{name}.sh");
+    let r = env.ns.exec_stdin(
         "appvm",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "setsid sh -c '{bg} > {out} 2>&1; echo done >> {out}' < /dev/null > /dev/null 2>&1 &"
-        ),
-    ]);
+        // (Not `cat … && setsid … &`: an asynchronous list reads /dev/null.)
+        &format!("cat > {file} && {{ setsid sh {file} < /dev/null > /dev/null 2>&1 & }}"),
+        script.as_bytes(),
+        30,
+    );
     assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// Queue a probe run (with `extra` arguments) in the App VM that starts
+/// `delay` s from now and needs no daemon (its results in `out`, then
+/// `done`; its end marked on the console).
+fn queue_probe(env: &Env, delay: u64, out: &str, extra: &str) {
+    let name = out.trim_start_matches("/root/").replace('.', "-");
+    queue(
+        env,
+        &name,
+        &format!("sleep {delay}; {}\n", probe_line(env, out, extra)),
+    );
+}
+
+/// How long the App VM's console log is now: marks are looked for after it.
+fn console_len() -> usize {
+    std::fs::read(APPVM_CONSOLE).map_or(0, |b| b.len())
+}
+
+/// Whether `line` shows on the App VM's console after byte `from` within
+/// `secs`.
+fn console_shows(from: usize, line: &str, secs: u64) -> bool {
+    wait_until(secs, || {
+        std::fs::read(APPVM_CONSOLE).is_ok_and(|b| {
+            b.get(from..)
+                .is_some_and(|new| String::from_utf8_lossy(new).contains(line))
+        })
+    })
 }
 
 /// Wait (at most `secs`) for a queued probe run and return its results.
@@ -459,6 +503,7 @@ fn nothing_bypasses_tor() {
     // the table back at once: the attack is queued, the daemon killed, then
     // the table removed.
     let cap = capture("anti-host");
+    let console = console_len();
     queue_probe(
         &env,
         4,
@@ -468,7 +513,10 @@ fn nothing_bypasses_tor() {
     kill_daemon();
     let r = in_netns_nft(&["delete", "table", "inet", "tails_server"]);
     assert_eq!(r.code, 0, "removing the host table: {r:?}");
-    std::thread::sleep(Duration::from_secs(40));
+    assert!(
+        console_shows(console, &end_mark("/root/anti2.out"), 120),
+        "the queued attack without the host table did not end within 120 s"
+    );
     let frames_udp = {
         let file = cap.file().to_path_buf();
         let frames = cap.stop();
@@ -501,21 +549,37 @@ fn nothing_bypasses_tor() {
     let web_before = web_log_len(&env);
     // Two attacks queued in the App VM, as no daemon will be there to start
     // them: the first 5 s from now, when the daemon is long dead; the second
-    // at CUT_AT, when the Tor VM's QEMU will have been killed too.
-    let t0 = Instant::now();
-    queue_probe(&env, 5, "/root/bg.out", "--remove-own-firewall");
-    queue_probe(
+    // as soon as the Tor VM is gone (its QEMU is killed below, once the first
+    // attack has ended). The App VM sees it go when a TCP connection to the
+    // outside, which the Tor VM's TransPort takes at once while it runs,
+    // is no longer taken.
+    let console = console_len();
+    queue(
         &env,
-        CUT_AT.as_secs(),
-        "/root/cut.out",
-        "--remove-own-firewall",
+        "fail-closed",
+        &format!(
+            "sleep 5; {bg}\n\
+             while timeout 3 bash -c ': < /dev/tcp/{OUTSIDE_ADDR}/8080' 2> /dev/null; do sleep 1; done\n\
+             echo '{gone}' > /dev/console\n\
+             {cut}\n",
+            bg = probe_line(&env, "/root/bg.out", "--remove-own-firewall"),
+            gone = TORVM_GONE,
+            cut = probe_line(&env, "/root/cut.out", "--remove-own-firewall"),
+        ),
     );
     let daemon = kill_daemon();
     let start = Instant::now();
     // The QEMUs outlive their daemon; the host table stays.
     assert!(!pids_named("qemu-system").is_empty());
-    // Let the attack run its course (the probe takes under a minute in TCG).
-    std::thread::sleep(Duration::from_secs(75));
+    // The attack runs its course (under a minute in TCG).
+    assert!(
+        console_shows(console, &end_mark("/root/bg.out"), 240),
+        "the attack queued for the daemon's death did not end within 240 s"
+    );
+    println!(
+        "[daemon-killed] the queued attack ended {:.0} s after the daemon was killed",
+        start.elapsed().as_secs_f64()
+    );
     // It did run: its page came through tor, from the exit's address, while
     // the daemon was dead.
     let during = env.web_requests(web_before);
@@ -558,18 +622,29 @@ fn nothing_bypasses_tor() {
         Path::new("/run/tails-server"),
     )
     .expect("the Tor VM's QEMU") as i32;
-    assert!(
-        t0.elapsed() + Duration::from_secs(3) < CUT_AT,
-        "too slow: the second attack would start before the Tor VM is killed"
-    );
+    let console = console_len();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tor_pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill the Tor VM's QEMU");
-    // The second attack runs with the Tor VM down and no daemon; its
+    let killed = Instant::now();
+    // The second attack runs with the Tor VM down and no daemon (it starts
+    // only once the Tor VM is gone: after the kill, or the test fails); its
     // results are read once a daemon is back, after it ended.
-    std::thread::sleep((CUT_AT + CUT_PROBE).saturating_sub(t0.elapsed()));
+    assert!(
+        console_shows(console, TORVM_GONE, 60),
+        "the App VM did not see the Tor VM go within 60 s of the kill"
+    );
+    let gone = killed.elapsed().as_secs_f64();
+    assert!(
+        console_shows(console, &end_mark("/root/cut.out"), 300),
+        "the attack with the Tor VM down did not end within 300 s"
+    );
+    println!(
+        "[torvm-killed] the App VM saw the Tor VM go {gone:.0} s after the kill; the attack without it ended {:.0} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
     let mut cut_tally = Tally::default();
     let leaked = leaks_of(&env, cap, &mut cut_tally, "torvm-killed");
     tally.leaked += leaked;
@@ -585,8 +660,7 @@ fn nothing_bypasses_tor() {
     let r = env.ns.ts(&["exec", "appvm", "--", "cat", "/root/cut.out"]);
     assert!(
         r.stdout.trim_end().ends_with("done"),
-        "the attack with the Tor VM down did not finish in {} s: {r:?}",
-        CUT_PROBE.as_secs()
+        "the attack with the Tor VM down did not finish: {r:?}"
     );
     let cut = parse_probe(&r.stdout);
     assert!(cut.len() >= 25, "the probe ran: {r:?}");

@@ -226,6 +226,35 @@ fn check_installed() {
     }
     ok("/usr/lib/tails-server/vhost-device-vsock", &["--version"]);
 
+    // The package holds the very binaries setup.sh installed, those the
+    // rest of the suite ran: build-deb.sh built nothing again (built apart,
+    // with other dependency features, they would differ).
+    for (packaged, installed) in [
+        ("/usr/bin/tails-server", "/usr/local/bin/tails-server"),
+        (
+            "/usr/bin/tails-server-gui",
+            "/usr/local/bin/tails-server-gui",
+        ),
+        (
+            "/usr/lib/tails-server/tails-jailer",
+            "/usr/local/lib/tails-server/tails-jailer",
+        ),
+        (
+            "/usr/lib/tails-server/tails-torvm-agent",
+            "/usr/local/lib/tails-server/tails-torvm-agent",
+        ),
+        (
+            "/usr/lib/tails-server/tails-appvm-agent",
+            "/usr/local/lib/tails-server/tails-appvm-agent",
+        ),
+    ] {
+        let read = |p: &str| std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(
+            read(packaged) == read(installed),
+            "{packaged} is not the {installed} setup.sh installed"
+        );
+    }
+
     // The catalog, as in the source tree.
     let names = |dir: &Path| -> Vec<(String, Vec<u8>)> {
         let mut v: Vec<_> = std::fs::read_dir(dir)

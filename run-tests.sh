@@ -40,8 +40,14 @@ cargo test --profile suite --locked --workspace --no-run
 mark "test build"
 phase=tests
 # Integration tests share one stack per machine: run them one at a time.
-cargo test --profile suite --locked --workspace -- --test-threads=1 --skip nothing_bypasses_tor
+# The fault test and the leak suite run on their own after the rest, with
+# their reports shown (what healed, how fast; what leaked).
+cargo test --profile suite --locked --workspace -- --test-threads=1 \
+  --skip nothing_bypasses_tor --skip the_stack_heals_itself_and_nothing_leaks_meanwhile
 mark tests
+phase="fault test"
+cargo test --profile suite --locked -p tails-tests --test faults -- --test-threads=1 --nocapture
+mark "fault test"
 phase="leak suite"
 # The leak test suite last, with its report shown (vectors tried, frames
 # captured, packets leaked, what the anti-tests detected).

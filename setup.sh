@@ -120,19 +120,10 @@ if getent group kvm >/dev/null; then
   done
 fi
 
-# 5. Build: the host binaries, and both guest agents linked statically.
-# One cargo command for every host crate the Debian package needs too
-# (tails-package makes its man pages): cargo unifies the dependencies'
-# features over the crates of one command, so package/build-deb.sh, which
-# runs this same list, finds the very binaries built here and tested by the
-# suite, and links nothing again.
-RELEASE_CRATES="tails-server tails-jailer tails-server-gui tails-package"
+# 5. Build: the host binaries, and both guest agents linked statically (the
+# same build as package/build-deb.sh's, so the package holds these binaries).
 say "building tails-server and the guest agents"
-# (Word splitting wanted: one -p per crate.)
-# shellcheck disable=SC2046
-cargo build --release --locked $(printf -- '-p %s ' $RELEASE_CRATES)
-RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-torvm-agent -p tails-appvm-agent
+package/build-release.sh
 
 # 6. Install.
 install -d -m 0755 "$LIBDIR" "$LIBDIR/services"

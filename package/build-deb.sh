@@ -4,9 +4,9 @@
 #
 #   package/build-deb.sh
 #
-# It runs setup.sh's build commands, with its list of crates (so that after
-# setup.sh they are no-ops, and the package holds the very binaries setup.sh
-# installed and the suite tested); stages what is not a cargo binary of
+# It runs package/build-release.sh, setup.sh's build (so that after setup.sh
+# it is a no-op, and the package holds the very binaries setup.sh installed
+# and the suite tested); stages what is not a cargo binary of
 # target/release (the static agents, vhost-device-vsock, the man pages and
 # completions from `tails-package gen`, the systemd units rewritten for
 # /usr/bin) in target/release/deb-assets; and runs `cargo deb --no-build`
@@ -34,15 +34,8 @@ if [ "$(cargo deb --version 2>/dev/null || true)" != "cargo-deb $CARGO_DEB_VERSI
 fi
 
 say "building (release)"
-# setup.sh's one command, with its list of crates: built apart, a crate
-# gets its dependencies with other features than in setup.sh's build, and
-# cargo links it again (minutes, with LTO) into a binary the suite never ran.
-RELEASE_CRATES=$(sed -n 's/^RELEASE_CRATES="\([a-z -]*\)"$/\1/p' setup.sh)
-[ -n "$RELEASE_CRATES" ] || die "no RELEASE_CRATES in setup.sh"
-# shellcheck disable=SC2046
-cargo build --release --locked $(printf -- '-p %s ' $RELEASE_CRATES)
-RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --locked --target x86_64-unknown-linux-gnu -p tails-torvm-agent -p tails-appvm-agent
+# setup.sh's build (after it, a no-op).
+package/build-release.sh
 [ -x target/release/tails-server-gui ] \
   || die "target/release/tails-server-gui is missing: the GUI crate (gui/) is not built"
 

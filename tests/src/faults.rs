@@ -104,15 +104,11 @@ impl FetchLoop {
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s, host) = (attempts.clone(), stop.clone(), address.to_owned());
-        let ns = netns.map(|n| {
-            std::fs::File::open(format!("/run/netns/{n}"))
-                .unwrap_or_else(|e| panic!("network namespace {n}: {e}"))
-        });
+        let ns = netns.map(crate::open_netns);
         let thread = std::thread::spawn(move || {
             if let Some(f) = ns {
                 // This thread only: the test's other threads stay where they are.
-                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("enter the network namespace");
+                crate::enter_netns(f).expect("enter the network namespace");
             }
             while !s.load(Ordering::SeqCst) {
                 let start = Instant::now();

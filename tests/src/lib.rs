@@ -132,6 +132,18 @@ pub fn vm_status<'a>(status: &'a serde_json::Value, vm: &str) -> &'a serde_json:
 }
 
 /// Wait until `cond` holds, polling, for at most `secs`.
+/// The network namespace `name` (`/run/netns/<name>`), opened here so that a
+/// missing one fails in the caller, to be entered with [`enter_netns`].
+pub fn open_netns(name: &str) -> std::fs::File {
+    std::fs::File::open(format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("network namespace {name}: {e}"))
+}
+
+/// Move the calling thread, and only it, into the network namespace `ns`.
+pub fn enter_netns(ns: std::fs::File) -> Result<(), String> {
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))
+}
+
 pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while start.elapsed().as_secs() < secs {

@@ -163,7 +163,36 @@ impl FreshClient {
 /// A fresh client's control port: its SOCKS port + 1000, on the same
 /// address (SOCKS ports of the tests' clients are next to each other).
 fn control_of(socks: SocketAddr) -> SocketAddr {
-    SocketAddr::new(socks.ip(), socks.port() + 1000)
+    let port = socks
+        .port()
+        .checked_add(1000)
+        .expect("a SOCKS port below 64536");
+    SocketAddr::new(socks.ip(), port)
+}
+
+/// How long a test's tor client goes without an answer from an onion
+/// service that came back before it is told NEWNYM.
+pub const NEWNYM_AFTER: Duration = Duration::from_secs(60);
+
+/// `attempt(limit)` tries for at most `limit`. When it gives nothing within
+/// [`NEWNYM_AFTER`], the client `what` names is made to forget its
+/// onion-service state by `forget` (NEWNYM: tor's failure caches would keep
+/// it away for 2–3 minutes more; tor's client, not the stack), and
+/// `attempt(rest)` runs once more.
+pub fn with_newnym_after<T>(
+    what: &str,
+    mut attempt: impl FnMut(Duration) -> Option<T>,
+    forget: impl FnOnce(),
+    rest: Duration,
+) -> Option<T> {
+    attempt(NEWNYM_AFTER).or_else(|| {
+        println!(
+            "{what}: no answer for {} s: the client is told NEWNYM",
+            NEWNYM_AFTER.as_secs()
+        );
+        forget();
+        attempt(rest)
+    })
 }
 
 impl FreshClient {
@@ -174,14 +203,12 @@ impl FreshClient {
     /// (files in ClientOnionAuthDir) stay.
     pub fn new_identity(&self) {
         let cookie = self.dir.join("data/control_auth_cookie");
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.netns))
-            .unwrap_or_else(|e| panic!("network namespace {}: {e}", self.netns));
+        let ns = crate::open_netns(&self.netns);
         // From inside the client's own namespace (one thread only): the
         // command goes over its loopback, never over a link a test captures.
         let r = std::thread::scope(|t| {
             t.spawn(|| {
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("setns: {e}"))?;
+                crate::enter_netns(ns)?;
                 control(control_of(self.socks), &cookie, "SIGNAL NEWNYM")
             })
             .join()

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tails_tests::faults::{kill, FetchLoop, Part};
 use tails_tests::leak::*;
-use tails_tests::torclient::FreshClient;
+use tails_tests::torclient::{with_newnym_after, FreshClient};
 use tails_tests::{page_script, pids_named, wait_until, yaml_field};
 
 const STATE: &str = "/run/ts-faults-test-state";
@@ -90,19 +90,14 @@ fn the_stack_heals_itself_and_nothing_leaks_meanwhile() {
             assert!(r.stdout.contains("took over its stack"), "{r:?}");
         }
         // A tor client that tried the service while it was down may keep
-        // away from it for 2–3 minutes (its failure caches: tor's behaviour,
-        // not the stack's). After a minute without an answer it is told
-        // "New Identity", as a person would do in Tor Browser.
-        let settle = Duration::from_secs(10);
-        let mut back = fetching.recovered(killed, settle, Duration::from_secs(60));
-        if back.is_none() {
-            client.new_identity();
-            println!(
-                "killed {}: no answer for 60 s: the client was told NEWNYM",
-                part.name()
-            );
-            back = fetching.recovered(killed, settle, Duration::from_secs(360));
-        }
+        // away from it (its failure caches): told "New Identity", as a
+        // person would do in Tor Browser.
+        let back = with_newnym_after(
+            &format!("killed {}", part.name()),
+            |limit| fetching.recovered(killed, Duration::from_secs(10), limit),
+            || client.new_identity(),
+            Duration::from_secs(360),
+        );
         let Some(back) = back else {
             panic!(
                 "after killing {}, the client got no answer: {:?}; status: {}",

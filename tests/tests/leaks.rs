@@ -200,18 +200,22 @@ fn queue_probe(env: &Env, delay: u64, out: &str, extra: &str) {
 }
 
 /// How long the App VM's console log is now: marks are looked for after it.
-fn console_len() -> usize {
-    std::fs::read(APPVM_CONSOLE).map_or(0, |b| b.len())
+fn console_len() -> u64 {
+    std::fs::metadata(APPVM_CONSOLE).map_or(0, |m| m.len())
 }
 
 /// Whether `line` shows on the App VM's console after byte `from` within
-/// `secs`.
-fn console_shows(from: usize, line: &str, secs: u64) -> bool {
+/// `secs` (only what was written since is read, each time).
+fn console_shows(from: u64, line: &str, secs: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
     wait_until(secs, || {
-        std::fs::read(APPVM_CONSOLE).is_ok_and(|b| {
-            b.get(from..)
-                .is_some_and(|new| String::from_utf8_lossy(new).contains(line))
-        })
+        let mut new = Vec::new();
+        std::fs::File::open(APPVM_CONSOLE)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(from))?;
+                f.read_to_end(&mut new)
+            })
+            .is_ok_and(|_| String::from_utf8_lossy(&new).contains(line))
     })
 }
 

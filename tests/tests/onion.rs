@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tails_tests::torclient::{control, http_get, Fetch, FreshClient};
+use tails_tests::torclient::{control, http_get, with_newnym_after, Fetch, FreshClient};
 use tails_tests::*;
 
 const RUNTIME: &str = "/run/tails-server";
@@ -164,19 +164,20 @@ fn nginx_onion_service_with_client_authorization() {
         Fetch::Ok { body, .. } if body.contains(PAGE) => Some(()),
         _ => None,
     };
-    let mut again = poll(60, page);
-    if again.is_none() {
-        // The client tried the address while it was down: tor's failure
-        // caches may keep it away for 2–3 minutes more (tor's client, not
-        // the service). "New Identity" makes it forget them, and the key
-        // it was given over the control port with them: it is given again.
-        println!("no page 60 s after enable again: the client is told NEWNYM");
-        let r = control(ctl, &cookie, "SIGNAL NEWNYM").expect("control");
-        assert_eq!(r.get(1).map(String::as_str), Some("250 OK"), "{r:?}");
-        let r = control(ctl, &cookie, &add).expect("control");
-        assert_eq!(r.get(1).map(|l| l.starts_with("25")), Some(true), "{r:?}");
-        again = poll(180, page);
-    }
+    // The client tried the address while it was down: "New Identity" makes
+    // it forget tor's failure caches, and the key it was given over the
+    // control port with them: it is given again.
+    let again = with_newnym_after(
+        "enable again",
+        |limit| poll(limit.as_secs(), page),
+        || {
+            let r = control(ctl, &cookie, "SIGNAL NEWNYM").expect("control");
+            assert_eq!(r.get(1).map(String::as_str), Some("250 OK"), "{r:?}");
+            let r = control(ctl, &cookie, &add).expect("control");
+            assert_eq!(r.get(1).map(|l| l.starts_with("25")), Some(true), "{r:?}");
+        },
+        Duration::from_secs(180),
+    );
     assert!(again.is_some(), "the page did not come back after enable");
 
     // Clients by name, and their credentials.

@@ -21,9 +21,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use tails_tests::clients;
-use tails_tests::torclient::FreshClient;
+use tails_tests::torclient::{with_newnym_after, FreshClient};
 use tails_tests::*;
 
 const RUNTIME: &str = "/run/tails-server";
@@ -90,23 +91,24 @@ fn curl(socks: SocketAddr, url: &str) -> (i32, String) {
 
 /// The page, fetched through Tor by `client` (retried while the descriptor
 /// propagates). A client that tried the address while the service was down
-/// may keep away from it for 2–3 minutes (tor's failure caches): after a
-/// minute it is told NEWNYM, as a person would choose "New Identity".
+/// may keep away from it (tor's failure caches): it is told NEWNYM, as a
+/// person would choose "New Identity".
 fn fetch(client: &FreshClient, address: &str) -> String {
     let url = format!("http://{address}/");
     let mut last = String::new();
-    let mut tried = |secs| {
-        wait_until(secs, || {
-            let (code, out) = curl(client.socks, &url);
-            last = out;
-            code == 0
-        })
-    };
-    if !tried(60) {
-        println!("no page from {address} for 60 s: the client is told NEWNYM");
-        client.new_identity();
-        tried(180);
-    }
+    with_newnym_after(
+        address,
+        |limit| {
+            wait_until(limit.as_secs(), || {
+                let (code, out) = curl(client.socks, &url);
+                last = out;
+                code == 0
+            })
+            .then_some(())
+        },
+        || client.new_identity(),
+        Duration::from_secs(180),
+    );
     last
 }
 

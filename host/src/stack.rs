@@ -1281,10 +1281,12 @@ impl Stack {
         let _ = std::fs::remove_file(self.paths.state_file());
     }
 
+    /// Both VMs at once: each waits for its own guest's power-off and its
+    /// backend's end, and neither needs the other for it. (The host table
+    /// stays until `down` has seen both gone.)
     async fn stop_processes(&self, graceful: bool) {
-        for m in &self.members() {
-            stop_vm(&self.paths, m, graceful).await;
-        }
+        let members = self.members();
+        futures::future::join_all(members.iter().map(|m| stop_vm(&self.paths, m, graceful))).await;
     }
 
     /// Start the host firewall's watchdog ([`crate::firewall_watch`]); it

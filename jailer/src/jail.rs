@@ -79,12 +79,15 @@ const FORWARDED: [Signal; 4] = [
 static CHILD: AtomicI32 = AtomicI32::new(0);
 /// A stop was asked (SIGTERM and the like): the child gets [`GRACE`] to end.
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The last signal passed on to the child (0: none yet).
+static FORWARDED_SIG: AtomicI32 = AtomicI32::new(0);
 
 /// How long a child that was passed SIGTERM may take before it gets SIGKILL
 /// (a PID 1 without a handler, like vhost-device-vsock, ignores SIGTERM).
 const GRACE: Duration = Duration::from_secs(1);
 
 extern "C" fn forward(sig: libc::c_int) {
+    FORWARDED_SIG.store(sig, Ordering::SeqCst);
     STOPPING.store(true, Ordering::SeqCst);
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
@@ -108,7 +111,18 @@ fn wait_child(child: nix::unistd::Pid) -> nix::Result<WaitStatus> {
                 other => return other,
             }
         }
-        let t = *since.get_or_insert_with(Instant::now);
+        let t = *since.get_or_insert_with(|| {
+            // The kernel drops a signal sent to the init of a PID namespace
+            // that has no handler for it: such a child would only wait out
+            // the grace time, so it gets SIGKILL now.
+            let sig = FORWARDED_SIG.load(Ordering::SeqCst);
+            if std::fs::read_to_string(format!("/proc/{child}/status"))
+                .is_ok_and(|st| drops_signal(&st, sig))
+            {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            }
+            Instant::now()
+        });
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) if t.elapsed() > GRACE => {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -117,6 +131,28 @@ fn wait_child(child: nix::unistd::Pid) -> nix::Result<WaitStatus> {
             Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
             other => return other,
         }
+    }
+}
+
+/// Does a process whose `/proc/PID/status` is `status` drop signal `sig`
+/// from its parent? Only the init of a PID namespace (its innermost pid is
+/// 1) does, for a signal it has no handler for (pid_namespaces(7)); any
+/// other process acts on it (an ignored SIGTERM still ends a child that
+/// ignores it at the grace time). Unreadable fields: no.
+fn drops_signal(status: &str, sig: libc::c_int) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let ns_init = field("NSpid:")
+        .and_then(|v| v.split_whitespace().last())
+        .is_some_and(|innermost| innermost == "1");
+    let caught = field("SigCgt:").and_then(|hex| u64::from_str_radix(hex, 16).ok());
+    match (ns_init, caught) {
+        (true, Some(mask)) if (1..=64).contains(&sig) => mask & (1u64 << (sig - 1)) == 0,
+        _ => false,
     }
 }
 
@@ -600,4 +636,33 @@ fn child_setup(
             .map_err(|e| JailError::Refused(format!("installing the seccomp filter: {e}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drops_signal;
+
+    /// The fields of `/proc/PID/status` that count, for a process whose
+    /// pids are `nspid` and whose handlers are `sigcgt`.
+    fn status(nspid: &str, sigcgt: &str) -> String {
+        format!("Name:\tx\nNSpid:\t{nspid}\nSigBlk:\t0000000000000000\nSigCgt:\t{sigcgt}\n")
+    }
+
+    #[test]
+    fn only_a_namespace_init_without_a_handler_drops_the_signal() {
+        let term = libc::SIGTERM;
+        // vhost-device-vsock: PID 1 of its namespace, no SIGTERM handler.
+        assert!(drops_signal(&status("4242\t1", "0000000000000000"), term));
+        // QEMU: PID 1 of its namespace, with one (bit 15 is SIGTERM).
+        assert!(!drops_signal(&status("4242\t1", "0000000000004000"), term));
+        // Another handler does not count.
+        assert!(drops_signal(&status("4242\t1", "0000000000000002"), term));
+        // Not a namespace init: the signal acts on it (or the grace time ends it).
+        assert!(!drops_signal(&status("4242", "0000000000000000"), term));
+        assert!(!drops_signal(&status("4242\t7", "0000000000000000"), term));
+        // Unreadable or missing fields, or no signal yet: wait as before.
+        assert!(!drops_signal("Name:\tx\n", term));
+        assert!(!drops_signal(&status("4242\t1", "zz"), term));
+        assert!(!drops_signal(&status("4242\t1", "0000000000000000"), 0));
+    }
 }

@@ -135,10 +135,10 @@ fn wait_child(child: nix::unistd::Pid) -> nix::Result<WaitStatus> {
 }
 
 /// Does a process whose `/proc/PID/status` is `status` drop signal `sig`
-/// from its parent? Only the init of a PID namespace (its innermost pid is
-/// 1) does, for a signal it has no handler for (pid_namespaces(7)); any
-/// other process acts on it (an ignored SIGTERM still ends a child that
-/// ignores it at the grace time). Unreadable fields: no.
+/// from its parent? Only the init of a PID namespace (innermost pid 1)
+/// does, for a signal it has no handler for (pid_namespaces(7)); any other
+/// process acts on it (the grace time still ends one that ignores it).
+/// Unreadable fields: no.
 fn drops_signal(status: &str, sig: libc::c_int) -> bool {
     let field = |name: &str| {
         status

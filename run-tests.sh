@@ -42,7 +42,9 @@ phase=tests
 # Integration tests share one stack per machine: run them one at a time.
 # The fault test and the leak suite run on their own after the rest, with
 # their reports shown (what healed, how fast; what leaked).
-cargo test --profile suite --locked --workspace -- --test-threads=1 \
+# Their own lines are shown (--nocapture): what each waited for, and how
+# long, is in CI's log.
+cargo test --profile suite --locked --workspace -- --test-threads=1 --nocapture \
   --skip nothing_bypasses_tor --skip the_stack_heals_itself_and_nothing_leaks_meanwhile
 mark tests
 phase="fault test"

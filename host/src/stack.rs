@@ -526,7 +526,8 @@ fn spec(
         jail_root: paths.jail_root(&format!("{name}-qemu")),
         console_log: paths.console_log(name),
         identity: Identity {
-            cpu_model: crate::vmm::qemu::cpu_arg(
+            cpu_model: crate::vmm::qemu::vm_cpu_arg(
+                role,
                 accel,
                 accel == Accel::Kvm && crate::accel::tsc_scaling(),
             ),

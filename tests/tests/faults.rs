@@ -80,10 +80,8 @@ fn the_stack_heals_itself_and_nothing_leaks_meanwhile() {
         if part == Part::Daemon {
             // Without a daemon the VMs run on: the service keeps answering,
             // also to a fetch begun 5 s after the daemon died.
-            let answered = fetching.first_answer_after(
-                killed + Duration::from_secs(5),
-                Duration::from_secs(30),
-            );
+            let answered = fetching
+                .first_answer_after(killed + Duration::from_secs(5), Duration::from_secs(30));
             assert!(
                 answered.is_some(),
                 "no answer while the daemon was dead: {:?}",

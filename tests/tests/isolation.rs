@@ -218,6 +218,17 @@ fn identity_is_fixed_whatever_the_host_side() {
     );
     assert_eq!(facts["disk.vda.serial"], "tails-appvm-root");
     assert_eq!(facts["cpu.model_name"], "QEMU Virtual CPU version 2.5+");
+    // qemu64's own flags: what the Tor VM gets beyond them under TCG
+    // (AES-NI and the like) is never the App VM's.
+    let flags: Vec<&str> = facts["cpu.flags"]
+        .as_str()
+        .unwrap_or("")
+        .split(' ')
+        .collect();
+    assert!(flags.contains(&"sse2"), "{flags:?}");
+    for f in ["aes", "pclmulqdq", "ssse3", "sse4_1", "sse4_2"] {
+        assert!(!flags.contains(&f), "the App VM has {f}: {flags:?}");
+    }
     assert_eq!(
         facts["kernel.cmdline"],
         "console=ttyS0 quiet panic=-1 oops=panic i8042.noaux i8042.nokbd i8042.nopnp"

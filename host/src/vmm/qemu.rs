@@ -46,6 +46,31 @@ pub fn cpu_arg(accel: crate::accel::Accel, tsc_scaling: bool) -> String {
     cpu
 }
 
+/// What the Tor VM's CPU has beyond [`cpu_arg`] under TCG: the instructions
+/// OpenSSL's AES and GHASH use (AES-NI, PCLMULQDQ, SSSE3, SSE4.1/4.2). TCG
+/// emulates them itself, whatever the host has, so they tell the guest
+/// nothing about the host; without them tor's AES runs as table lookups
+/// emulated one instruction at a time (a Tor VM carried about half as much
+/// through its onion service so). Never under KVM, where the guest would
+/// get the host's own (an old host lacks them, and `enforce` would refuse
+/// to start), and never in the App VM, whose CPU is the same on every host.
+pub const TORVM_TCG_CPU_FLAGS: &str = "+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2";
+
+/// The `-cpu` argument of `role`'s VM: [`cpu_arg`], and for the Tor VM
+/// under TCG [`TORVM_TCG_CPU_FLAGS`] too.
+pub fn vm_cpu_arg(
+    role: tails_proto::Role,
+    accel: crate::accel::Accel,
+    tsc_scaling: bool,
+) -> String {
+    let mut cpu = cpu_arg(accel, tsc_scaling);
+    if role == tails_proto::Role::Torvm && accel == crate::accel::Accel::Tcg {
+        cpu.push(',');
+        cpu.push_str(TORVM_TCG_CPU_FLAGS);
+    }
+    cpu
+}
+
 /// How often a dialling link end tries again while the other VM restarts.
 const LINK_RECONNECT_MS: u32 = 100;
 
@@ -640,6 +665,34 @@ mod tests {
         // The same string under KVM and TCG but for the TSC: what the guest
         // sees does not depend on the host's vendor.
         assert_eq!(cpu_arg(Accel::Kvm, false), cpu_arg(Accel::Tcg, false));
+    }
+
+    #[test]
+    fn only_the_tor_vm_under_tcg_gets_the_aes_instructions() {
+        use tails_proto::Role;
+        for (accel, tsc) in [(Accel::Tcg, false), (Accel::Kvm, false), (Accel::Kvm, true)] {
+            // The App VM: the pinned CPU, under either accelerator.
+            assert_eq!(vm_cpu_arg(Role::Appvm, accel, tsc), cpu_arg(accel, tsc));
+        }
+        assert_eq!(
+            vm_cpu_arg(Role::Torvm, Accel::Kvm, true),
+            cpu_arg(Accel::Kvm, true),
+            "nothing the host may lack under KVM"
+        );
+        let tor = vm_cpu_arg(Role::Torvm, Accel::Tcg, false);
+        assert!(tor.starts_with(&cpu_arg(Accel::Tcg, false)), "{tor}");
+        let props: Vec<&str> = tor.split(',').collect();
+        for p in [
+            "+aes",
+            "+pclmulqdq",
+            "+ssse3",
+            "+sse4.1",
+            "+sse4.2",
+            "enforce",
+        ] {
+            assert!(props.contains(&p), "{p} in {tor}");
+        }
+        assert!(!props.iter().any(|p| *p == "host" || *p == "max"), "{tor}");
     }
 
     #[test]

@@ -171,6 +171,9 @@ impl Default for StackNs {
 
 /// Stop whatever runs in the namespace and delete it.
 fn cleanup() {
+    // A testnet of the root namespace (the one the other tests share, left
+    // up) holds the names and state this one needs: ended first.
+    let _ = Command::new(bin()).args(["testnet", "down"]).output();
     let exists = Path::new("/run/netns").join(STACK_NS).exists();
     if exists {
         let in_ns = |args: &[&str]| {

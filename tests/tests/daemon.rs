@@ -207,7 +207,7 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     t_ok(&["autostart", "off"]);
     assert!(!enabled(), "autostart off disables it");
 
-    // --- The stack on the testnet. ---
+    // --- The stack on the testnet (a fresh one: the suite's first user). ---
     let _ = ts(&["testnet", "down"]);
     ts_ok(&["testnet", "up"]);
     t_ok(&["up", "--network", "local"]);
@@ -321,7 +321,10 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     drop(alice);
 
     t_ok(&["down"]);
-    let _ = ts(&["testnet", "down"]);
+    // The testnet stays up: the next tests of the suite that use it (gui,
+    // onion, persistent_stack, services) join it as it is (`testnet up`
+    // reuses a running one); tor_network ends it, and the fault and leak
+    // tests end any other before they start their own.
     let _ = std::fs::remove_dir_all(STATE);
     let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -78,7 +78,7 @@ fn the_gui_publishes_a_service_and_its_key_is_what_tor_takes() {
     let started = Instant::now();
     clean_start(Path::new(RUNTIME));
     cleanup();
-    let _ = ts(&["testnet", "down"]);
+    // The suite's testnet if one runs (see daemon.rs), else a new one.
     ts_ok(&["testnet", "up"]);
     t_ok(&["up", "--network", "local"]);
     t_ok(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);
@@ -204,6 +204,5 @@ fn the_gui_publishes_a_service_and_its_key_is_what_tor_takes() {
     let left = processes_with_env(&format!("DISPLAY={display}"));
     assert!(left.is_empty(), "left running: {left:?}");
     cleanup();
-    let _ = ts(&["testnet", "down"]);
     println!("gui (stack): {:.0} s", started.elapsed().as_secs_f64());
 }

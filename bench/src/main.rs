@@ -128,8 +128,27 @@ fn run_ok(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The bare QEMU command: same machine options and kernel command line as the stack's VMs.
-fn bare_cmd(vmlinux: &Path, initrd: &Path, accel: &str, mem: &str) -> Command {
+/// The `-cpu` argument the stack gives `role`'s VM under `accel` (`tcg` or
+/// `kvm`, as `status` names it).
+fn cpu_of(role: tails_proto::Role, accel: &str) -> String {
+    use tails_server::accel::{tsc_scaling, Accel};
+    let a = if accel == "tcg" {
+        Accel::Tcg
+    } else {
+        Accel::Kvm
+    };
+    tails_server::vmm::qemu::vm_cpu_arg(role, a, a == Accel::Kvm && tsc_scaling())
+}
+
+/// The bare QEMU command: same machine options, CPU (`role`'s) and kernel
+/// command line as the stack's VMs.
+fn bare_cmd(
+    vmlinux: &Path,
+    initrd: &Path,
+    accel: &str,
+    mem: &str,
+    role: tails_proto::Role,
+) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-nodefaults",
@@ -148,7 +167,7 @@ fn bare_cmd(vmlinux: &Path, initrd: &Path, accel: &str, mem: &str) -> Command {
             accel.to_string()
         },
         "-cpu",
-        "qemu64",
+        &cpu_of(role, accel),
         "-m",
         mem,
     ])
@@ -173,8 +192,8 @@ fn bare_cmd(vmlinux: &Path, initrd: &Path, accel: &str, mem: &str) -> Command {
 /// VM), timed until both powered off: the same load shape as `up`.
 fn bare_pair(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
     let start = Instant::now();
-    let mut a = bare_cmd(vmlinux, initrd, accel, "192M").spawn()?;
-    let mut b = bare_cmd(vmlinux, initrd, accel, "512M").spawn()?;
+    let mut a = bare_cmd(vmlinux, initrd, accel, "192M", tails_proto::Role::Torvm).spawn()?;
+    let mut b = bare_cmd(vmlinux, initrd, accel, "512M", tails_proto::Role::Appvm).spawn()?;
     let (sa, sb) = (a.wait()?, b.wait()?);
     if !sa.success() || !sb.success() {
         bail!("bare QEMU boot failed: {sa}, {sb}");
@@ -184,7 +203,7 @@ fn bare_pair(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
 
 fn bare_boot(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
     let start = Instant::now();
-    let status = bare_cmd(vmlinux, initrd, accel, "128M").status()?;
+    let status = bare_cmd(vmlinux, initrd, accel, "128M", tails_proto::Role::Appvm).status()?;
     if !status.success() {
         bail!("bare QEMU boot failed: {status}");
     }

@@ -247,9 +247,9 @@ impl VhostVsock {
         self.proc.exited()
     }
 
-    /// SIGTERM to the jailer, which passes it on and kills the backend a
-    /// second later if it ignores it (it does: it is PID 1 of its namespace,
-    /// without a handler), then reaps it and removes its cgroup; SIGKILL to
+    /// SIGTERM to the jailer, which passes it on and kills the backend at
+    /// once (PID 1 of its namespace without a handler, it never gets it),
+    /// then reaps it and removes its cgroup; SIGKILL to
     /// the jailer after 3 s as the last resort (the backend then dies of its
     /// parent-death signal).
     pub fn stop(&mut self) {

@@ -11,7 +11,8 @@
 //! bounding set, becomes the unprivileged user, sets `PR_SET_NO_NEW_PRIVS`,
 //! installs the filter and executes the program. The parent stays outside as
 //! the process the host agent watches: it forwards SIGTERM/SIGINT/SIGHUP
-//! (and sends SIGKILL a second later to a program that ignores them),
+//! (and sends SIGKILL a second later to a program that ignores them, at
+//! once to a namespace init that cannot get them: [`drops_signal`]),
 //! waits, removes the cgroup and ends the way the program ended (the same
 //! exit code, or killed by the same signal). If the parent is killed, the
 //! child gets SIGKILL (`PR_SET_PDEATHSIG`, checked against a pipe so that a
@@ -83,7 +84,8 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 static FORWARDED_SIG: AtomicI32 = AtomicI32::new(0);
 
 /// How long a child that was passed SIGTERM may take before it gets SIGKILL
-/// (a PID 1 without a handler, like vhost-device-vsock, ignores SIGTERM).
+/// (one the kernel did not pass it on to gets SIGKILL at once: see
+/// [`drops_signal`]).
 const GRACE: Duration = Duration::from_secs(1);
 
 extern "C" fn forward(sig: libc::c_int) {
@@ -111,18 +113,21 @@ fn wait_child(child: nix::unistd::Pid) -> nix::Result<WaitStatus> {
                 other => return other,
             }
         }
-        let t = *since.get_or_insert_with(|| {
-            // The kernel drops a signal sent to the init of a PID namespace
-            // that has no handler for it: such a child would only wait out
-            // the grace time, so it gets SIGKILL now.
-            let sig = FORWARDED_SIG.load(Ordering::SeqCst);
-            if std::fs::read_to_string(format!("/proc/{child}/status"))
-                .is_ok_and(|st| drops_signal(&st, sig))
-            {
-                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let t = match since {
+            Some(t) => t,
+            None => {
+                // The kernel drops a signal sent to the init of a PID
+                // namespace that has no handler for it: such a child would
+                // only wait out the grace time, so it gets SIGKILL now.
+                let sig = FORWARDED_SIG.load(Ordering::SeqCst);
+                if std::fs::read_to_string(format!("/proc/{child}/status"))
+                    .is_ok_and(|st| drops_signal(&st, sig))
+                {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                }
+                *since.insert(Instant::now())
             }
-            Instant::now()
-        });
+        };
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) if t.elapsed() > GRACE => {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);

@@ -171,9 +171,6 @@ impl Default for StackNs {
 
 /// Stop whatever runs in the namespace and delete it.
 fn cleanup() {
-    // A testnet of the root namespace (the one the other tests share, left
-    // up) holds the names and state this one needs: ended first.
-    let _ = Command::new(bin()).args(["testnet", "down"]).output();
     let exists = Path::new("/run/netns").join(STACK_NS).exists();
     if exists {
         let in_ns = |args: &[&str]| {
@@ -183,6 +180,10 @@ fn cleanup() {
         in_ns(&["testnet", "down"]);
         let _ = Command::new("ip").args(["netns", "del", STACK_NS]).output();
     }
+    // A testnet of the root namespace (the one the other tests share, left
+    // up) holds the names and state this one needs: ended too (a no-op
+    // when none runs).
+    let _ = Command::new(bin()).args(["testnet", "down"]).output();
 }
 
 impl Drop for StackNs {

@@ -131,7 +131,6 @@ pub fn vm_status<'a>(status: &'a serde_json::Value, vm: &str) -> &'a serde_json:
         .unwrap_or_else(|| panic!("no {vm} in status: {status}"))
 }
 
-/// Wait until `cond` holds, polling, for at most `secs`.
 /// The network namespace `name` (`/run/netns/<name>`), opened here so that a
 /// missing one fails in the caller, to be entered with [`enter_netns`].
 pub fn open_netns(name: &str) -> std::fs::File {
@@ -144,6 +143,7 @@ pub fn enter_netns(ns: std::fs::File) -> Result<(), String> {
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))
 }
 
+/// Wait until `cond` holds, polling, for at most `secs`.
 pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while start.elapsed().as_secs() < secs {

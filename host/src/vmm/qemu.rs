@@ -54,7 +54,7 @@ pub fn cpu_arg(accel: crate::accel::Accel, tsc_scaling: bool) -> String {
 /// through its onion service so). Never under KVM, where the guest would
 /// get the host's own (an old host lacks them, and `enforce` would refuse
 /// to start), and never in the App VM, whose CPU is the same on every host.
-pub const TORVM_TCG_CPU_FLAGS: &str = "+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2";
+const TORVM_TCG_CPU_FLAGS: &str = "+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2";
 
 /// The `-cpu` argument of `role`'s VM: [`cpu_arg`], and for the Tor VM
 /// under TCG [`TORVM_TCG_CPU_FLAGS`] too.

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
@@ -577,4 +577,73 @@ fn host_input_chain_fences_the_relay_ports_for_real() {
     // Other ports are not the table's business.
     assert!(reaches(na, u, "tcp", "192.168.77.2", other));
     assert!(reaches(na, u, "tcp", "2001:db8::2", other));
+}
+
+/// [`tails_nft::Nft::Bundled`], as the guests run their boot firewall: nft
+/// and the libraries `ldd` names, copied into a directory of their own, run
+/// by the dynamic loader with `--library-path` (here through a wrapper that
+/// enters the namespace first), load the Tor VM's table.
+#[test]
+fn bundled_nft_through_the_loader_loads_the_table() {
+    let ns = Netns::new("bundled");
+    let bundle = ns.dir.join("bundle");
+    std::fs::create_dir_all(&bundle).expect("bundle dir");
+    let ldd = Command::new("ldd")
+        .arg(nft_path())
+        .output()
+        .expect("run ldd");
+    assert!(ldd.status.success(), "ldd nft");
+    let text = String::from_utf8(ldd.stdout).expect("utf8");
+    let mut copied = 0;
+    for lib in text
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+    {
+        let name = lib.file_name().expect("file name").to_owned();
+        std::fs::copy(&lib, bundle.join(&name)).expect("copy library");
+        copied += 1;
+    }
+    assert!(copied >= 3, "ldd named {copied} libraries: {text}");
+    std::fs::copy(nft_path(), bundle.join("nft")).expect("copy nft");
+    let loader = ns.dir.join("loader");
+    std::fs::write(
+        &loader,
+        format!(
+            "#!/bin/sh\nexec {} netns exec {} {}/ld-linux-x86-64.so.2 \"$@\"\n",
+            ip_path().display(),
+            ns.name,
+            bundle.display()
+        ),
+    )
+    .expect("write loader wrapper");
+    std::fs::set_permissions(&loader, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let rs = torvm::ruleset(&params(None));
+    let program = bundle.join("nft");
+    tails_nft::apply_with(
+        &rs,
+        tails_nft::Nft::Bundled {
+            loader: &loader,
+            libs: &bundle,
+            program: &program,
+        },
+    )
+    .expect("apply through the loader");
+    let listed = ns.list_ours();
+    assert!(listed.contains("redirect to :9040"), "{listed}");
+    // No loader at that path: nothing runs, and the error names nft.
+    let empty = ns.dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let lone = empty.join("nft");
+    std::fs::copy(nft_path(), &lone).expect("copy nft");
+    let err = tails_nft::apply_with(
+        &rs,
+        tails_nft::Nft::Bundled {
+            loader: Path::new("/nonexistent/ld.so"),
+            libs: &empty,
+            program: &lone,
+        },
+    )
+    .expect_err("no loader");
+    assert!(err.to_string().contains(&*lone.to_string_lossy()), "{err}");
 }

@@ -2,11 +2,12 @@
 //!
 //! Starts in a small initramfs, loads the modules, mounts the read-only Debian
 //! root (squashfs on the disk with serial `tails-appvm-root`) under a tmpfs
-//! overlay, so nothing the services write survives a restart, moves its clock by a random offset ([`clock`]), loads its firewall (see
-//! [`tails_nft::appvm`]) with the initramfs' nft, switches into the root,
-//! configures the fixed identity of the internal link (10.1.2.3/24 on
+//! overlay, so nothing the services write survives a restart, switches into
+//! it, configures the fixed identity of the internal link (10.1.2.3/24 on
 //! 00:11:22:33:44:55, gateway 10.1.2.1 at 00:55:44:33:22:11, pinned in the
-//! neighbour table) once the firewall is loaded, and serves the host on vsock.
+//! neighbour table), moves its clock by a random offset ([`clock`]), loads
+//! its firewall (see [`tails_nft::appvm`]) before
+//! the link comes up, and serves the host on vsock.
 
 mod certs;
 mod clock;
@@ -41,7 +42,8 @@ fn early_init() -> Result<(), String> {
         "loaded {n} modules ({later} more when a persistent disk is mounted)"
     ));
     mount_root().map_err(|e| e.to_string())?;
-    log("mounted the root (squashfs under a tmpfs overlay)");
+    pid1::switch_root("/newroot").map_err(|e| e.to_string())?;
+    log("mounted the root (squashfs under a tmpfs overlay) and switched to it");
     for (k, v) in [
         ("net.ipv6.conf.all.disable_ipv6", "1"),
         ("net.ipv6.conf.default.disable_ipv6", "1"),
@@ -55,47 +57,42 @@ fn early_init() -> Result<(), String> {
     nix::unistd::sethostname(HOSTNAME).map_err(|e| format!("sethostname: {e}"))?;
     clock::randomize()?;
     log("clock moved by a random offset (boot clock randomization)");
-    // Still in the initramfs: its nft is read from RAM. Then the bundle's
-    // RAM is freed, and later changes use the root's nft.
-    firewall()?;
-    pid1::remove_boot_nft().map_err(|e| e.to_string())?;
-    pid1::switch_root("/newroot").map_err(|e| e.to_string())?;
-    log("switched to the root");
-    Ok(())
+    firewall()
 }
 
 /// Load the App VM's nftables table before the link comes up (fail closed:
-/// an error here powers the VM off), with the initramfs' nft. No service
-/// ports yet: nothing may connect in.
+/// an error here powers the VM off). No service ports yet: nothing may
+/// connect in.
+///
+/// Over netlink by the agent itself (a few milliseconds, where nft's first
+/// run takes tenths of a second under TCG), by nft if that fails.
 fn firewall() -> Result<(), String> {
     let start = std::time::Instant::now();
-    load_firewall(Vec::new(), pid1::boot_nft())?;
+    let how = tails_nft::apply_netlink_or_nft(&ruleset(Vec::new())?, std::path::Path::new(NFT))
+        .map_err(|e| e.to_string())?;
     log(format!(
-        "firewall loaded in {:.2} s",
+        "firewall loaded {how} in {:.2} s",
         start.elapsed().as_secs_f64()
     ));
     Ok(())
 }
 
-/// (Re)load the App VM's table with `service_ports` open to the Tor VM
-/// (the root's nft: after boot).
-fn apply_firewall(service_ports: Vec<u16>) -> Result<(), String> {
-    load_firewall(
-        service_ports,
-        tails_nft::Nft::Program(std::path::Path::new(NFT)),
-    )
-}
-
-fn load_firewall(service_ports: Vec<u16>, nft: tails_nft::Nft) -> Result<(), String> {
+/// The App VM's table with `service_ports` open to the Tor VM.
+fn ruleset(service_ports: Vec<u16>) -> Result<tails_nft::Nftables<'static>, String> {
     let iface = net::iface_by_mac(NET.mac).map_err(|e| e.to_string())?.0;
-    let rules = tails_nft::appvm::ruleset(&tails_nft::appvm::Params {
+    Ok(tails_nft::appvm::ruleset(&tails_nft::appvm::Params {
         iface: &iface,
         addr: NET.addr,
         prefix: NET.prefix,
         gateway: GATEWAY,
         service_ports,
-    });
-    tails_nft::apply_with(&rules, nft).map_err(|e| e.to_string())
+    }))
+}
+
+/// Reload the App VM's table with `service_ports` open to the Tor VM (nft:
+/// a set of ports is nft's to compile).
+fn apply_firewall(service_ports: Vec<u16>) -> Result<(), String> {
+    tails_nft::apply(&ruleset(service_ports)?, std::path::Path::new(NFT)).map_err(|e| e.to_string())
 }
 
 /// squashfs (read-only) + tmpfs (writable, amnesic) = overlay at /newroot.

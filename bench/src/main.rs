@@ -1,9 +1,10 @@
 //! Benchmarks, each printed with its baseline measured in the same run.
 //!
-//! `boot`: time from `tails-server up` to both agents ready, against a bare
-//! QEMU boot of the same kernel (same machine options and accelerator) with
-//! an initramfs whose init only powers off. Target: ratio ≤ 1.15. It also
-//! prints where each guest's time goes (see [`phases`]).
+//! `boot`: time from `tails-server up` to both agents ready, against two
+//! bare QEMU boots at once of the same kernel (same machine options,
+//! accelerator and memory sizes) with an initramfs whose init only powers
+//! off. Target: ratio ≤ 1.15. It also prints the ratio to one bare boot, and
+//! where each guest's time goes (see [`phases`]).
 //!
 //! `onion`: see [`onion`].
 //!
@@ -301,8 +302,10 @@ fn boot(bin: &Path, runs: u32) -> Result<()> {
     println!("bare QEMU boot of the same kernel to power-off:       {b:.2} s");
     println!("two such bare boots at once (Tor VM + App VM sizes):  {p:.2} s");
     println!("tails-server up to both agents ready:                 {u:.2} s");
-    println!("ratio up / bare boot:      {:.2} (target <= 1.15)", u / b);
-    println!("ratio up / two bare boots: {:.2}", u / p);
+    // Issue 14's measure: `up` against two bare boots at once (the same
+    // load shape); the single boot is shown for comparison.
+    println!("ratio up / two bare boots: {:.2} (target <= 1.15)", u / p);
+    println!("ratio up / one bare boot:  {:.2}", u / b);
     print_phases(&phases, u);
     Ok(())
 }

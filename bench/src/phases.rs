@@ -8,7 +8,7 @@ pub const PHASES: &[(&str, &str)] = &[
     ("kernel, to /init", "init started"),
     ("modules", "loaded "),
     ("root file system (squashfs)", "mounted "),
-    ("sysctls, firewall (first nft)", "firewall loaded"),
+    ("sysctls, firewall (over netlink)", "firewall loaded"),
     ("network (rtnetlink)", " is 10."),
     ("agent listening on vsock", "listening on vsock"),
 ];

@@ -175,30 +175,6 @@ pub fn load_disk_modules() -> Result<usize, InitError> {
     Ok(n)
 }
 
-/// The boot firewall's nft in the initramfs, with its libraries and the
-/// dynamic loader (`NFT_BUNDLE_DIR` of the image builder): the first nft run
-/// reads them from RAM instead of paging them in from the squashfs on a disk.
-pub const BOOT_NFT_DIR: &str = "/nft";
-const BOOT_NFT_LOADER: &str = "/nft/ld-linux-x86-64.so.2";
-const BOOT_NFT_PROGRAM: &str = "/nft/nft";
-
-/// How to run the initramfs' nft ([`BOOT_NFT_DIR`]): through its own loader,
-/// with its libraries from that directory only. Until [`remove_boot_nft`].
-pub fn boot_nft() -> tails_nft::Nft<'static> {
-    tails_nft::Nft::Bundled {
-        loader: Path::new(BOOT_NFT_LOADER),
-        libs: Path::new(BOOT_NFT_DIR),
-        program: Path::new(BOOT_NFT_PROGRAM),
-    }
-}
-
-/// Removes [`BOOT_NFT_DIR`] once the boot firewall is loaded: its files
-/// (about 5 MiB) are RAM of the initramfs' file system, freed by the removal.
-/// Later nft runs use the root's nft.
-pub fn remove_boot_nft() -> Result<(), InitError> {
-    fs::remove_dir_all(BOOT_NFT_DIR).map_err(io_err(BOOT_NFT_DIR))
-}
-
 /// Write a sysctl value through /proc/sys.
 /// IPv4 sysctls both guests set before their links come up: ARP answered
 /// only for the asking NIC's own address, announcements from it only, strict

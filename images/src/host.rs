@@ -6,22 +6,48 @@ use std::path::{Path, PathBuf};
 
 use crate::command::{run, Tools};
 use crate::error::{ImageError, IoContext};
+use std::collections::BTreeMap;
 
-/// The installed version of a host package; an error if it is not installed.
-pub fn package_version(tools: &Tools, package: &str) -> Result<String, ImageError> {
+/// The installed versions of host packages, in one `dpkg-query` run; an
+/// error naming the first one that is not installed.
+pub fn package_versions(
+    tools: &Tools,
+    packages: &[&str],
+) -> Result<BTreeMap<String, String>, ImageError> {
     let mut cmd = tools.command("dpkg-query");
-    cmd.args(["-W", "-f", "${Status}\t${Version}\n", package]);
-    let hint = format!("install it: run ./setup.sh (or apt-get install {package})");
+    cmd.args(["-W", "-f", "${Package}\t${Status}\t${Version}\n"])
+        .args(packages);
+    let hint = format!(
+        "install them: run ./setup.sh (or apt-get install {})",
+        packages.join(" ")
+    );
     let out = run(cmd, None, None, &hint)?.stdout_text();
-    let line = out.lines().next().unwrap_or("");
-    match line.split_once('\t') {
-        Some((status, version)) if status.ends_with(" installed") && !version.is_empty() => {
-            Ok(version.to_string())
-        }
-        _ => Err(ImageError::HostPackage(format!(
-            "{package} is not installed (dpkg-query says {line:?}); {hint}"
-        ))),
-    }
+    let found = parse_package_versions(&out);
+    packages
+        .iter()
+        .map(|p| match found.get(*p) {
+            Some(v) => Ok((p.to_string(), v.clone())),
+            None => Err(ImageError::HostPackage(format!(
+                "{p} is not installed (dpkg-query says {:?}); {hint}",
+                out.lines()
+                    .find(|l| l.split('\t').next() == Some(*p))
+                    .unwrap_or("")
+            ))),
+        })
+        .collect()
+}
+
+/// `package → version` of the installed packages among `dpkg-query`'s lines
+/// (`package<TAB>status<TAB>version`).
+fn parse_package_versions(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (name, status, version) = (f.next()?, f.next()?, f.next()?);
+            (status.ends_with(" installed") && !version.is_empty())
+                .then(|| (name.to_string(), version.to_string()))
+        })
+        .collect()
 }
 
 /// The `debian-tor` account's uid and gid.
@@ -166,6 +192,20 @@ mod tests {
             parse_ldd("\tlibfoo.so.1 => not found\n"),
             Err("libfoo.so.1".into())
         );
+    }
+
+    #[test]
+    fn package_versions_of_installed_packages_only() {
+        let text = "tor\tinstall ok installed\t0.4.8.16-1\n\
+                    nftables\tdeinstall ok config-files\t1.0.6-2\n\
+                    e2fsprogs\tinstall ok installed\t\n";
+        let v = parse_package_versions(text);
+        assert_eq!(v.get("tor").map(String::as_str), Some("0.4.8.16-1"));
+        assert!(
+            !v.contains_key("nftables"),
+            "removed, its config files left"
+        );
+        assert!(!v.contains_key("e2fsprogs"), "no version");
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use progress::{NoProgress, Progress, TermProgress};
 /// Where images are cached unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/tails-server/images";
 /// Changes whenever the builder's output for the same inputs changes.
-pub const BUILDER_VERSION: &str = "tails-images 6";
+pub const BUILDER_VERSION: &str = "tails-images 7";
 /// The Debian suite everything comes from.
 pub const SUITE: &str = "bookworm";
 /// The kernel metapackage whose dependency is the kernel used.
@@ -78,17 +78,9 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "ip", "ping", "ls", "cat", "ps", "mount", "ifconfig", "nc", "wget", "sleep", "echo",
     "true", "false", "uname", "dmesg", "id",
 ];
-/// Size the Tor VM initramfs should stay under once booted (a warning beyond it, not
-/// an error): it is unpacked into the VM's RAM and stays there, but for the
-/// [`NFT_BUNDLE_DIR`], which its agent removes once the firewall is loaded.
+/// Size the Tor VM initramfs should stay under (a warning beyond it, not an error): it
+/// is unpacked into the VM's RAM and stays there.
 pub const TORVM_INITRAMFS_TARGET: u64 = 8 * 1024 * 1024;
-/// Directory (in each initramfs, at its root) of the boot firewall's nft: the
-/// host's nft, its libraries and the dynamic loader, so that the agent's first
-/// nft run reads them from RAM instead of paging them in from the squashfs
-/// (0.1–0.2 s under TCG). The agents run it as
-/// `/nft/ld-linux-x86-64.so.2 --library-path /nft /nft/nft` and remove the
-/// directory once their firewall is loaded (`tails_guest::pid1::BOOT_NFT_DIR`).
-pub const NFT_BUNDLE_DIR: &str = "nft";
 /// In-guest path of the module list the agents load at boot.
 pub const MODULES_LOAD_PATH: &str = "/etc/tails-server/modules.load";
 /// In-guest path of the modules an agent loads when it first mounts a
@@ -247,11 +239,12 @@ fn key_inputs(inputs: &BuildInputs, tools: &Tools) -> Result<KeyInputs, ImageErr
     for p in &packages {
         field(&mut h, "package", p);
     }
-    let mut host_packages = BTreeMap::new();
+    let host_packages = host::package_versions(tools, HOST_PACKAGES)?;
+    // In HOST_PACKAGES' order, as before they were queried at once.
     for p in HOST_PACKAGES {
-        let v = host::package_version(tools, p)?;
-        field(&mut h, "host", &format!("{p}={v}"));
-        host_packages.insert(p.to_string(), v);
+        if let Some(v) = host_packages.get(*p) {
+            field(&mut h, "host", &format!("{p}={v}"));
+        }
     }
     let ids = host::debian_tor_ids(tools)?;
     field(&mut h, "debian-tor", &format!("{}:{}", ids.0, ids.1));
@@ -514,13 +507,10 @@ fn build_into(
     if mke2fs_conf.is_file() {
         tor.file_from(&mke2fs_conf.to_string_lossy(), mke2fs_conf, 0o644)?;
     }
-    let bundle = nft_bundle(tools)?;
-    let bundle_bytes = add_nft_bundle(&mut tor, &bundle)?;
     let size = tor.write_file(&out.join(TORVM_INITRAMFS), epoch32)?;
-    let stays = size.saturating_sub(bundle_bytes);
-    if stays > TORVM_INITRAMFS_TARGET {
+    if size > TORVM_INITRAMFS_TARGET {
         progress.message(&format!(
-            "warning: {TORVM_INITRAMFS} keeps {stays} bytes in RAM after boot, over the {TORVM_INITRAMFS_TARGET}-byte target"
+            "warning: {TORVM_INITRAMFS} is {size} bytes, over the {TORVM_INITRAMFS_TARGET}-byte target"
         ));
     }
     sizes.insert(TORVM_INITRAMFS.to_string(), size);
@@ -538,7 +528,6 @@ fn build_into(
     for d in ["lower", "rw", "newroot"] {
         app.dir(d, 0o755)?;
     }
-    add_nft_bundle(&mut app, &bundle)?;
     let size = app.write_file(&out.join(APPVM_INITRAMFS), epoch32)?;
     sizes.insert(APPVM_INITRAMFS.to_string(), size);
     // The kernel package is no longer needed; free the space before mmdebstrap.
@@ -663,40 +652,6 @@ fn merged_usr_links(libs: &[PathBuf]) -> Result<Vec<(String, String)>, ImageErro
             .map(|d| (format!("lib/{d}"), format!("../usr/lib/{d}"))),
     );
     Ok(links)
-}
-
-/// The files of the boot firewall's nft bundle ([`NFT_BUNDLE_DIR`]): the
-/// host's nft, the libraries `ldd` names for it and the dynamic loader, each
-/// with the file name it goes under (the library's soname, as ldd found it).
-fn nft_bundle(tools: &Tools) -> Result<Vec<(String, PathBuf)>, ImageError> {
-    let mut files = vec![("nft".to_string(), PathBuf::from(NFT_PATH))];
-    let mut libs = host::shared_libs(tools, Path::new(NFT_PATH))?;
-    libs.push(PathBuf::from(DYNAMIC_LOADER));
-    for lib in libs {
-        let name = lib
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| ImageError::Binary {
-                path: lib.clone(),
-                message: "a library path without a file name (ldd)".into(),
-            })?;
-        if !files.iter().any(|(n, _)| *n == name) {
-            files.push((name, lib));
-        }
-    }
-    Ok(files)
-}
-
-/// Adds `bundle` (see [`nft_bundle`]) under [`NFT_BUNDLE_DIR`]; how many bytes
-/// its files hold.
-fn add_nft_bundle(tree: &mut Tree, bundle: &[(String, PathBuf)]) -> Result<u64, ImageError> {
-    tree.dir(NFT_BUNDLE_DIR, 0o755)?;
-    let mut bytes = 0;
-    for (name, src) in bundle {
-        tree.file_from(&format!("{NFT_BUNDLE_DIR}/{name}"), src, 0o755)?;
-        bytes += std::fs::metadata(src).at(src)?.len();
-    }
-    Ok(bytes)
 }
 
 /// What both initramfs images share: /init, the usual mount points and device nodes.
@@ -1072,8 +1027,7 @@ mod tests {
         assert!(std::fs::read(&images.vmlinux)
             .unwrap()
             .starts_with(b"\x7fELF"));
-        // The nft bundle (about 5 MiB) is removed at boot.
-        assert!(images.manifest.sizes[TORVM_INITRAMFS] <= TORVM_INITRAMFS_TARGET + (6 << 20));
+        assert!(images.manifest.sizes[TORVM_INITRAMFS] <= TORVM_INITRAMFS_TARGET);
         let again = find(&inp).unwrap().unwrap();
         assert_eq!(again.manifest, images.manifest);
     }

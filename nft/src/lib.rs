@@ -17,12 +17,14 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
-use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Table};
+pub use nftables::schema::Nftables;
+use nftables::schema::{NfCmd, NfListObject, NfObject, Table};
 pub use nftables::types::NfFamily;
 
 pub mod appvm;
 mod dsl;
 pub mod host;
+mod netlink;
 #[cfg(test)]
 mod testutil;
 pub mod torvm;
@@ -42,6 +44,22 @@ pub enum NftError {
     /// Serialising the batch failed (not expected for the types we build).
     #[error("cannot serialise the ruleset to nft JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The batch holds something [`apply_netlink`] does not compile (nft
+    /// handles it: use [`apply`]).
+    #[error("not loadable over netlink without nft: {0}")]
+    Unsupported(String),
+    /// The netlink socket failed.
+    #[error("netlink: cannot {what}: {source}")]
+    Netlink {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// The kernel refused a command of the batch; nothing was changed.
+    #[error("the kernel refused the ruleset ({what}): {source}")]
+    KernelRefused {
+        what: String,
+        source: std::io::Error,
+    },
     /// nft could not be started or fed.
     #[error("cannot run {program}: {source}")]
     Run {
@@ -68,54 +86,46 @@ pub enum NftError {
 /// fails on a first run) come first, then everything in `rs`. If nft refuses
 /// any part, the kernel keeps the previous ruleset whole.
 pub fn apply(rs: &Nftables, nft: &Path) -> Result<(), NftError> {
-    run(rs, Nft::Program(nft), false)
-}
-
-/// How nft is started.
-#[derive(Debug, Clone, Copy)]
-pub enum Nft<'a> {
-    /// The program at this absolute path, its libraries found as usual.
-    Program(&'a Path),
-    /// The program at `program` run by the dynamic loader at `loader`
-    /// (`loader --library-path libs program …`), its libraries from `libs`
-    /// only. The guests load their boot firewall this way, with nft and its
-    /// libraries in their initramfs: read from RAM, not paged in from a
-    /// squashfs on a disk, which costs a tenth of a second or more under TCG.
-    Bundled {
-        loader: &'a Path,
-        libs: &'a Path,
-        program: &'a Path,
-    },
-}
-
-impl Nft<'_> {
-    /// The command that runs nft, before nft's own arguments.
-    fn command(&self) -> Command {
-        match *self {
-            Nft::Program(p) => Command::new(p),
-            Nft::Bundled {
-                loader,
-                libs,
-                program,
-            } => {
-                let mut c = Command::new(loader);
-                c.arg("--library-path").arg(libs).arg(program);
-                c
-            }
-        }
-    }
-
-    /// The program, as errors name it.
-    fn name(&self) -> String {
-        match self {
-            Nft::Program(p) | Nft::Bundled { program: p, .. } => p.display().to_string(),
-        }
-    }
-}
-
-/// Like [`apply`], with nft started as `nft` says.
-pub fn apply_with(rs: &Nftables, nft: Nft) -> Result<(), NftError> {
     run(rs, nft, false)
+}
+
+/// Like [`apply`] (the same batch: the table deleted and added again, in one
+/// transaction), sent by this process over netlink instead of by nft: see
+/// the `netlink` module for what it compiles. Anything else is
+/// [`NftError::Unsupported`], refused before anything is sent.
+pub fn apply_netlink(rs: &Nftables) -> Result<(), NftError> {
+    netlink::send(&replace_batch(rs)?)
+}
+
+/// How [`apply_netlink_or_nft`] loaded a ruleset.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Over netlink, by this process.
+    Netlink,
+    /// By nft, after netlink failed for this reason.
+    Nft(NftError),
+}
+
+impl std::fmt::Display for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loaded::Netlink => f.write_str("over netlink"),
+            Loaded::Nft(why) => write!(f, "with nft ({why})"),
+        }
+    }
+}
+
+/// [`apply_netlink`]; if that fails for any reason (nothing was changed
+/// then, or the same table was loaded), [`apply`] with the nft at `nft`.
+/// An error only if nft failed too.
+pub fn apply_netlink_or_nft(rs: &Nftables, nft: &Path) -> Result<Loaded, NftError> {
+    match apply_netlink(rs) {
+        Ok(()) => Ok(Loaded::Netlink),
+        Err(why) => {
+            apply(rs, nft)?;
+            Ok(Loaded::Nft(why))
+        }
+    }
 }
 
 /// Deletes table `family name` if it exists (`add` + `delete` in one batch,
@@ -134,7 +144,7 @@ pub fn remove(family: NfFamily, name: &str, nft: &Path) -> Result<(), NftError> 
             NfObject::CmdObject(NfCmd::Delete(table())),
         ]),
     };
-    feed(&batch, Nft::Program(nft), "remove", &[])
+    feed(&batch, nft, "remove", &[])
 }
 
 /// What [`list`] read back of one table.
@@ -237,10 +247,10 @@ pub fn fingerprint(info: &TableInfo) -> Vec<serde_json::Value> {
 /// Like [`apply`], but with `nft -c`: the same batch is checked (by nft and
 /// the kernel) and nothing is changed.
 pub fn check(rs: &Nftables, nft: &Path) -> Result<(), NftError> {
-    run(rs, Nft::Program(nft), true)
+    run(rs, nft, true)
 }
 
-fn run(rs: &Nftables, nft: Nft, check_only: bool) -> Result<(), NftError> {
+fn run(rs: &Nftables, nft: &Path, check_only: bool) -> Result<(), NftError> {
     let batch = replace_batch(rs)?;
     if check_only {
         feed(&batch, nft, "check", &["-c"])
@@ -250,11 +260,16 @@ fn run(rs: &Nftables, nft: Nft, check_only: bool) -> Result<(), NftError> {
 }
 
 /// Feeds `batch` to `nft [flags] -j -f -`.
-fn feed(batch: &Nftables, nft: Nft, action: &'static str, flags: &[&str]) -> Result<(), NftError> {
+fn feed(
+    batch: &Nftables,
+    nft: &Path,
+    action: &'static str,
+    flags: &[&str],
+) -> Result<(), NftError> {
     let payload = serde_json::to_vec(batch)?;
-    let program = nft.name();
+    let program = nft.display().to_string();
 
-    let mut cmd = nft.command();
+    let mut cmd = Command::new(nft);
     cmd.args(flags);
     cmd.args(["-j", "-f", "-"])
         .stdin(Stdio::piped())

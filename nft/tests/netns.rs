@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
@@ -579,71 +579,102 @@ fn host_input_chain_fences_the_relay_ports_for_real() {
     assert!(reaches(na, u, "tcp", "2001:db8::2", other));
 }
 
-/// [`tails_nft::Nft::Bundled`], as the guests run their boot firewall: nft
-/// and the libraries `ldd` names, copied into a directory of their own, run
-/// by the dynamic loader with `--library-path` (here through a wrapper that
-/// enters the namespace first), load the Tor VM's table.
+/// Runs `f` on a thread of its own moved into namespace `ns` (setns moves
+/// only the calling thread), so a netlink socket it opens is the namespace's.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// What the kernel holds of one table, as nft shows it: the rules in nft's
+/// syntax and, under each, its bytecode (`--debug=netlink`: expressions,
+/// registers, lengths, values).
+fn bytecode(ns: &Netns, family: &str, table: &str) -> String {
+    ns.run_nft(&["--debug=netlink", "list", "table", family, table], None)
+}
+
+/// The guests' boot rulesets, loaded over netlink by [`tails_nft::apply_netlink`]
+/// in one namespace and by nft in another: the kernel holds the same table,
+/// bytecode included, for every parameter the agents pass (interface names,
+/// with and without an uplink, tor's uid). Loading it again over netlink
+/// replaces it whole; what it does not compile (a set of service ports) is
+/// refused before anything is sent, and a batch the kernel refuses changes
+/// nothing.
 #[test]
-fn bundled_nft_through_the_loader_loads_the_table() {
-    let ns = Netns::new("bundled");
-    let bundle = ns.dir.join("bundle");
-    std::fs::create_dir_all(&bundle).expect("bundle dir");
-    let ldd = Command::new("ldd")
-        .arg(nft_path())
-        .output()
-        .expect("run ldd");
-    assert!(ldd.status.success(), "ldd nft");
-    let text = String::from_utf8(ldd.stdout).expect("utf8");
-    let mut copied = 0;
-    for lib in text
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .map(PathBuf::from)
-    {
-        let name = lib.file_name().expect("file name").to_owned();
-        std::fs::copy(&lib, bundle.join(&name)).expect("copy library");
-        copied += 1;
+fn netlink_loads_the_boot_rulesets_as_nft_does() {
+    use tails_nft::{apply_netlink, appvm};
+    let mut cases: Vec<(&str, &str, Nftables<'static>)> = Vec::new();
+    for (internal, uplink, uid) in [
+        ("eth0", None, 101),
+        ("eth0", Some("eth1"), 101),
+        ("eth1", Some("eth0"), 64990),
+    ] {
+        let mut p = params(uplink);
+        p.internal_if = internal;
+        p.tor_uid = uid;
+        cases.push(("inet", torvm::TABLE, torvm::ruleset(&p)));
     }
-    assert!(copied >= 3, "ldd named {copied} libraries: {text}");
-    std::fs::copy(nft_path(), bundle.join("nft")).expect("copy nft");
-    let loader = ns.dir.join("loader");
-    std::fs::write(
-        &loader,
-        format!(
-            "#!/bin/sh\nexec {} netns exec {} {}/ld-linux-x86-64.so.2 \"$@\"\n",
-            ip_path().display(),
-            ns.name,
-            bundle.display()
-        ),
-    )
-    .expect("write loader wrapper");
-    std::fs::set_permissions(&loader, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let rs = torvm::ruleset(&params(None));
-    let program = bundle.join("nft");
-    tails_nft::apply_with(
-        &rs,
-        tails_nft::Nft::Bundled {
-            loader: &loader,
-            libs: &bundle,
-            program: &program,
-        },
-    )
-    .expect("apply through the loader");
-    let listed = ns.list_ours();
-    assert!(listed.contains("redirect to :9040"), "{listed}");
-    // No loader at that path: nothing runs, and the error names nft.
-    let empty = ns.dir.join("empty");
-    std::fs::create_dir_all(&empty).expect("empty dir");
-    let lone = empty.join("nft");
-    std::fs::copy(nft_path(), &lone).expect("copy nft");
-    let err = tails_nft::apply_with(
-        &rs,
-        tails_nft::Nft::Bundled {
-            loader: Path::new("/nonexistent/ld.so"),
-            libs: &empty,
-            program: &lone,
-        },
-    )
-    .expect_err("no loader");
-    assert!(err.to_string().contains(&*lone.to_string_lossy()), "{err}");
+    for iface in ["eth0", "eth1"] {
+        let mut p = appvm_params();
+        p.iface = iface;
+        p.service_ports = Vec::new();
+        cases.push(("inet", appvm::TABLE, appvm::ruleset(&p)));
+    }
+    for (i, (family, table, rs)) in cases.into_iter().enumerate() {
+        let by_nft = Netns::new(&format!("nl-nft{i}"));
+        let by_netlink = Netns::new(&format!("nl-own{i}"));
+        apply(&rs, &by_nft.nft()).expect("apply with nft");
+        let batch = rs.clone();
+        in_netns(&by_netlink.name, move || apply_netlink(&batch)).expect("apply over netlink");
+        let want = bytecode(&by_nft, family, table);
+        let got = bytecode(&by_netlink, family, table);
+        assert!(want.contains("[ cmp eq reg 1 0x0000000a ]"), "{want}");
+        assert_eq!(got, want, "case {i}: over netlink vs nft");
+        // Again over netlink: replaced whole, the same table.
+        let batch = rs.clone();
+        in_netns(&by_netlink.name, move || apply_netlink(&batch)).expect("apply again");
+        assert_eq!(
+            bytecode(&by_netlink, family, table).lines().count(),
+            want.lines().count()
+        );
+    }
+
+    let ns = Netns::new("nl-refused");
+    let boot = appvm::ruleset(&tails_nft::appvm::Params {
+        service_ports: Vec::new(),
+        ..appvm_params()
+    });
+    let batch = boot.clone();
+    in_netns(&ns.name, move || apply_netlink(&batch)).expect("boot table");
+    let before = bytecode(&ns, "inet", appvm::TABLE);
+    let with_ports = appvm::ruleset(&appvm_params());
+    let err = in_netns(&ns.name, move || apply_netlink(&with_ports)).expect_err("a set");
+    assert!(matches!(err, NftError::Unsupported(_)), "{err}");
+    // A jump to a chain that is not there: the kernel refuses the batch.
+    let mut bad = boot.clone();
+    let mut objects = bad.objects.to_vec();
+    objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: Cow::Borrowed(appvm::TABLE),
+        chain: Cow::Borrowed("output"),
+        expr: Cow::Owned(vec![Statement::Jump(JumpTarget {
+            target: Cow::Borrowed("nowhere"),
+        })]),
+        ..Rule::default()
+    }))));
+    bad.objects = Cow::Owned(objects);
+    let err = in_netns(&ns.name, move || apply_netlink(&bad)).expect_err("refused");
+    assert!(matches!(err, NftError::KernelRefused { .. }), "{err}");
+    assert!(err.to_string().contains("add rule output"), "{err}");
+    assert_eq!(
+        bytecode(&ns, "inet", appvm::TABLE),
+        before,
+        "nothing changed"
+    );
 }

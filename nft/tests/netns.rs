@@ -604,7 +604,8 @@ fn bytecode(ns: &Netns, family: &str, table: &str) -> String {
 /// bytecode included, for every parameter the agents pass (interface names,
 /// with and without an uplink, tor's uid). Loading it again over netlink
 /// replaces it whole; what it does not compile (a set of service ports) is
-/// refused before anything is sent, and a batch the kernel refuses changes
+/// refused before anything is sent (and `apply_netlink_or_nft`, the agents'
+/// call, then loads it with nft), and a batch the kernel refuses changes
 /// nothing.
 #[test]
 fn netlink_loads_the_boot_rulesets_as_nft_does() {
@@ -677,4 +678,23 @@ fn netlink_loads_the_boot_rulesets_as_nft_does() {
         before,
         "nothing changed"
     );
+
+    // What the agents call: netlink when it can, else nft (here, the set of
+    // ports), and the table is loaded either way.
+    let nft = ns.nft();
+    let (b, n) = (boot.clone(), nft.clone());
+    let how = in_netns(&ns.name, move || tails_nft::apply_netlink_or_nft(&b, &n)).expect("boot");
+    assert!(matches!(how, tails_nft::Loaded::Netlink), "{how}");
+    let with_ports = appvm::ruleset(&appvm_params());
+    let how = in_netns(&ns.name, move || {
+        tails_nft::apply_netlink_or_nft(&with_ports, &nft)
+    })
+    .expect("with nft");
+    assert!(
+        matches!(how, tails_nft::Loaded::Nft(NftError::Unsupported(_))),
+        "{how}"
+    );
+    assert!(how.to_string().starts_with("with nft ("), "{how}");
+    let listed = ns.run_nft(&["list", "table", "inet", appvm::TABLE], None);
+    assert!(listed.contains("tcp dport { 80, 5222 } accept"), "{listed}");
 }

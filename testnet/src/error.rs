@@ -95,6 +95,10 @@ pub enum TestnetError {
     /// The state directory holds something that is not a testnet.
     #[error("{0} exists but is not a testnet state directory (no .tails-testnet marker): remove it by hand or choose another state_dir")]
     ForeignStateDir(PathBuf),
+    /// The testnet runs, but its host end is in another network namespace.
+    #[error("the testnet is up, but was started in another network namespace ({theirs}; this is {ours}): run `tails-server testnet down`, then `testnet up` here")]
+    OtherNamespace { theirs: String, ours: String },
+
     /// The testnet is down, so there is nothing to read.
     #[error("the testnet is not up: run `tails-server testnet up`")]
     NotUp,

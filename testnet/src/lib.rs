@@ -128,7 +128,8 @@ pub struct Status {
 
 /// Starts the testnet and returns once it is usable (at most 120 s), telling
 /// `progress` what it does. A no-op (said through `progress`) if it is
-/// already up; a stale half-started testnet is cleaned up first.
+/// already up, and an error if it is up but was started in another network
+/// namespace; a stale half-started testnet is cleaned up first.
 pub fn up(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Status, TestnetError> {
     let net = net_of(cfg)?;
     check_state_dir(cfg)?;
@@ -140,6 +141,17 @@ pub fn up(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Status, TestnetError>
     })?;
     if let Ok(Some(st)) = State::load(&cfg.state_dir) {
         if is_running(&st) {
+            // Its host end is in the namespace it was started in: from any
+            // other, the relays are out of reach.
+            let ours = state::own_netns();
+            if let (Some(theirs), Some(ours)) = (&st.started_in, ours) {
+                if *theirs != ours {
+                    return Err(TestnetError::OtherNamespace {
+                        theirs: theirs.clone(),
+                        ours,
+                    });
+                }
+            }
             progress("testnet already up");
             let now = Instant::now();
             return wait_ready(cfg, &st, now, now + READY_DEADLINE, false, progress);
@@ -541,6 +553,7 @@ fn start(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        started_in: state::own_netns(),
     };
     st.save(dir)?;
 

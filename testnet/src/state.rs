@@ -36,6 +36,19 @@ pub(crate) struct State {
     pub web: Option<ProcId>,
     pub join_options: Vec<String>,
     pub started_unix: u64,
+    /// The network namespace `up` ran in, as the kernel names it
+    /// (`net:[4026531840]`): where the veth's host end is. Absent from
+    /// state files written before it was recorded.
+    #[serde(default)]
+    pub started_in: Option<String>,
+}
+
+/// The calling thread's network namespace, as the kernel names it (a thread
+/// may have moved to another one with setns: not /proc/self).
+pub(crate) fn own_netns() -> Option<String> {
+    fs::read_link("/proc/thread-self/ns/net")
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 /// The state file in `state_dir`.
@@ -144,10 +157,26 @@ mod tests {
             web: None,
             join_options: vec!["TestingTorNetwork 1".into()],
             started_unix: 1_700_000_000,
+            started_in: own_netns(),
         };
+        assert!(st
+            .started_in
+            .as_deref()
+            .is_some_and(|n| n.starts_with("net:[")));
         st.save(&dir).unwrap();
         let back = State::load(&dir).unwrap().unwrap();
         assert_eq!(back, st);
+        // A state file from before the field: read, with no namespace.
+        let old = fs::read_to_string(path(&dir)).unwrap().replace(
+            &format!(
+                ",\n  \"started_in\": {:?}",
+                st.started_in.as_deref().unwrap()
+            ),
+            "",
+        );
+        assert!(!old.contains("started_in"), "{old}");
+        fs::write(path(&dir), old).unwrap();
+        assert_eq!(State::load(&dir).unwrap().unwrap().started_in, None);
         assert_eq!(back.procs().len(), 2);
         assert_eq!(
             back.procs()[0],

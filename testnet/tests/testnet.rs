@@ -121,6 +121,33 @@ fn testnet_up_fetch_through_exit_and_down() {
     );
     assert_eq!(s2.socks, st.socks);
 
+    // `up` again here: already up. From another network namespace, where
+    // the veth's host end is not: refused in one line, the testnet untouched.
+    let again = up(&cfg, &|m| eprintln!("testnet: {m}")).expect("up again, same namespace");
+    assert_eq!(again.socks, st.socks);
+    let other = format!("tstnet-other-{}", std::process::id());
+    let (ok, _, err) = sh("ip", &["netns", "add", &other]);
+    assert!(ok, "ip netns add {other}: {err}");
+    let path = format!("/run/netns/{other}");
+    let refused = std::thread::spawn(move || {
+        let ns = fs::File::open(&path).expect("open the other namespace");
+        // SAFETY: setns moves only this thread, which owns nothing else.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        up(&self::cfg(), &|m| {
+            eprintln!("testnet (other namespace): {m}")
+        })
+    })
+    .join()
+    .expect("thread");
+    let _ = sh("ip", &["netns", "del", &other]);
+    let msg = refused.expect_err("up from another namespace").to_string();
+    assert!(
+        msg.contains("started in another network namespace") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert!(status(&cfg).unwrap().up, "the testnet is still up");
+
     // The join options, in the API and in join.torrc.
     let join = join_options(&cfg).unwrap();
     assert_eq!(join[0], "TestingTorNetwork 1");

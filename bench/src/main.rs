@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+use tails_server::accel::Accel;
 
 #[derive(Parser)]
 struct Cli {
@@ -129,16 +130,10 @@ fn run_ok(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The `-cpu` argument the stack gives `role`'s VM under `accel` (`tcg` or
-/// `kvm`, as `status` names it).
-fn cpu_of(role: tails_proto::Role, accel: &str) -> String {
-    use tails_server::accel::{tsc_scaling, Accel};
-    let a = if accel == "tcg" {
-        Accel::Tcg
-    } else {
-        Accel::Kvm
-    };
-    tails_server::vmm::qemu::vm_cpu_arg(role, a, a == Accel::Kvm && tsc_scaling())
+/// The `-cpu` argument the stack gives `role`'s VM under `accel`.
+fn cpu_of(role: tails_proto::Role, accel: Accel) -> String {
+    let tsc = accel == Accel::Kvm && tails_server::accel::tsc_scaling();
+    tails_server::vmm::qemu::vm_cpu_arg(role, accel, tsc)
 }
 
 /// The bare QEMU command: same machine options, CPU (`role`'s) and kernel
@@ -146,7 +141,7 @@ fn cpu_of(role: tails_proto::Role, accel: &str) -> String {
 fn bare_cmd(
     vmlinux: &Path,
     initrd: &Path,
-    accel: &str,
+    accel: Accel,
     mem: &str,
     role: tails_proto::Role,
 ) -> Command {
@@ -162,11 +157,7 @@ fn bare_cmd(
         "-machine",
         &format!("{},memory-backend=mem", tails_server::vmm::qemu::MACHINE),
         "-accel",
-        &if accel == "tcg" {
-            tails_server::vmm::qemu::accel_arg(tails_server::accel::Accel::Tcg)
-        } else {
-            accel.to_string()
-        },
+        &tails_server::vmm::qemu::accel_arg(accel),
         "-cpu",
         &cpu_of(role, accel),
         "-m",
@@ -191,7 +182,7 @@ fn bare_cmd(
 
 /// Two bare boots at once (192 MiB and 512 MiB, like the Tor VM and the App
 /// VM), timed until both powered off: the same load shape as `up`.
-fn bare_pair(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
+fn bare_pair(vmlinux: &Path, initrd: &Path, accel: Accel) -> Result<f64> {
     let start = Instant::now();
     let mut a = bare_cmd(vmlinux, initrd, accel, "192M", tails_proto::Role::Torvm).spawn()?;
     let mut b = bare_cmd(vmlinux, initrd, accel, "512M", tails_proto::Role::Appvm).spawn()?;
@@ -202,7 +193,7 @@ fn bare_pair(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn bare_boot(vmlinux: &Path, initrd: &Path, accel: &str) -> Result<f64> {
+fn bare_boot(vmlinux: &Path, initrd: &Path, accel: Accel) -> Result<f64> {
     let start = Instant::now();
     let status = bare_cmd(vmlinux, initrd, accel, "128M", tails_proto::Role::Appvm).status()?;
     if !status.success() {
@@ -220,7 +211,7 @@ type Phases = [(Vec<Option<f64>>, Option<f64>); 2];
 
 /// Time `up` to both agents ready; also returns the accelerator it chose and
 /// where the guests' time went.
-fn up_time(bin: &Path) -> Result<(f64, String, Phases)> {
+fn up_time(bin: &Path) -> Result<(f64, Accel, Phases)> {
     run_ok(Command::new(bin).arg("down"))?;
     let start = Instant::now();
     run_ok(Command::new(bin).args(["up", "--network", "none"]))?;
@@ -232,10 +223,9 @@ fn up_time(bin: &Path) -> Result<(f64, String, Phases)> {
         (phases::durations(&log), phases::ready_at(&log))
     });
     run_ok(Command::new(bin).arg("down"))?;
-    let accel = serde_json::from_str::<serde_json::Value>(&status)?["accel"]
-        .as_str()
-        .context("status has no accelerator")?
-        .to_owned();
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    let accel = serde_json::from_value(status["accel"].clone())
+        .with_context(|| format!("status names no accelerator: {}", status["accel"]))?;
     Ok((t, accel, phases))
 }
 
@@ -280,14 +270,14 @@ fn boot(bin: &Path, runs: u32) -> Result<()> {
     let mut up = Vec::new();
     let mut phases = Vec::new();
     // Interleave, so that both see the same machine load.
-    let mut accel = String::new();
+    let mut accel = None;
     for i in 0..runs {
         // The baseline runs with the accelerator the daemon chose.
         let (u, a, ph) = up_time(bin)?;
-        accel = a;
+        accel = Some(a);
         phases.push(ph);
-        let b = bare_boot(&vmlinux, &initrd, &accel)?;
-        let p = bare_pair(&vmlinux, &initrd, &accel)?;
+        let b = bare_boot(&vmlinux, &initrd, a)?;
+        let p = bare_pair(&vmlinux, &initrd, a)?;
         eprintln!(
             "run {}: bare boot {b:.2} s, two bare boots {p:.2} s, up {u:.2} s",
             i + 1
@@ -298,6 +288,7 @@ fn boot(bin: &Path, runs: u32) -> Result<()> {
     }
     let _ = std::fs::remove_file(&initrd);
     let (b, p, u) = (median(bare), median(pair), median(up));
+    let accel = accel.map_or("none", Accel::name);
     println!("accelerator: {accel}, runs: {runs} (medians)");
     println!("bare QEMU boot of the same kernel to power-off:       {b:.2} s");
     println!("two such bare boots at once (Tor VM + App VM sizes):  {p:.2} s");

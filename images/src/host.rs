@@ -8,12 +8,12 @@ use crate::command::{run, Tools};
 use crate::error::{ImageError, IoContext};
 use std::collections::BTreeMap;
 
-/// The installed versions of host packages, in one `dpkg-query` run; an
-/// error naming the first one that is not installed.
+/// The installed version of each of `packages`, in their order, from one
+/// `dpkg-query` run; an error naming the first one that is not installed.
 pub fn package_versions(
     tools: &Tools,
     packages: &[&str],
-) -> Result<BTreeMap<String, String>, ImageError> {
+) -> Result<Vec<(String, String)>, ImageError> {
     let mut cmd = tools.command("dpkg-query");
     cmd.args(["-W", "-f", "${Package}\t${Status}\t${Version}\n"])
         .args(packages);

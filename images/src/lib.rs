@@ -239,12 +239,10 @@ fn key_inputs(inputs: &BuildInputs, tools: &Tools) -> Result<KeyInputs, ImageErr
     for p in &packages {
         field(&mut h, "package", p);
     }
-    let host_packages = host::package_versions(tools, HOST_PACKAGES)?;
-    // In HOST_PACKAGES' order, as before they were queried at once.
-    for p in HOST_PACKAGES {
-        if let Some(v) = host_packages.get(*p) {
-            field(&mut h, "host", &format!("{p}={v}"));
-        }
+    let mut host_packages = BTreeMap::new();
+    for (p, v) in host::package_versions(tools, HOST_PACKAGES)? {
+        field(&mut h, "host", &format!("{p}={v}"));
+        host_packages.insert(p, v);
     }
     let ids = host::debian_tor_ids(tools)?;
     field(&mut h, "debian-tor", &format!("{}:{}", ids.0, ids.1));

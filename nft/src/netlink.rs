@@ -10,16 +10,20 @@
 //! compares the kernel's listings, bytecode included), and sends it as one
 //! batch: one transaction, applied whole or not at all.
 //!
-//! Anything outside that subset (sets, maps, non-byte prefixes, other
-//! keys) is refused with [`NftError::Unsupported`] before anything is sent:
-//! the caller then uses nft, which handles everything.
+//! Only what the equivalence test covers is compiled: inet tables; base
+//! chains on prerouting, input, forward and output; meta nfproto, l4proto,
+//! iif/oif, iifname/oifname and skuid; `ip saddr|daddr` (an address or a
+//! byte-aligned prefix); `tcp|udp dport`; `ct state|status` flags; accept,
+//! drop; `redirect to :<port>`. Anything else (sets, maps, counters, jumps,
+//! other keys) is refused with [`NftError::Unsupported`] before anything is
+//! sent: the caller then uses nft, which handles everything.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, PayloadField};
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
-use nftables::stmt::{Counter, Operator, Statement, NAT};
+use nftables::stmt::{Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::NftError;
@@ -57,7 +61,6 @@ const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
 /// Register 1 (of the four 16-byte registers), where nft loads every value;
 /// register 0 is the verdict.
 const REG_1: u32 = 1;
@@ -77,7 +80,6 @@ const NFT_CT_STATE: u32 = 0;
 const NFT_CT_STATUS: u32 = 2;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
-const NFT_JUMP: i32 = -3;
 /// `NF_NAT_RANGE_PROTO_SPECIFIED`: the redirect names a port.
 const NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
 const NFPROTO_INET: u8 = 1;
@@ -97,9 +99,8 @@ enum Expr {
     Cmp { op: u32, data: Vec<u8> },
     Bitwise { mask: Vec<u8>, xor: Vec<u8> },
     Value { data: Vec<u8> },
-    Verdict { code: i32, chain: Option<String> },
+    Verdict { code: u32 },
     Redir { flags: u32 },
-    Counter,
 }
 
 /// What the statements before have established about the packet, as nft
@@ -151,8 +152,6 @@ fn ct_bits(key: &str, name: &str) -> Result<u32, NftError> {
         ("state", "established") => Ok(2),
         ("state", "related") => Ok(4),
         ("state", "new") => Ok(8),
-        ("state", "untracked") => Ok(64),
-        ("status", "snat") => Ok(0x10),
         ("status", "dnat") => Ok(0x20),
         _ => Err(unsupported(format!("ct {key} {name}"))),
     }
@@ -185,8 +184,14 @@ fn meta_eq(key: u32, data: Vec<u8>) -> [Expr; 2] {
     ]
 }
 
-/// A meta key match: the key and the value's bytes.
-fn meta_match(key: MetaKey, right: &Expression) -> Result<Vec<Expr>, NftError> {
+/// A meta key match (`op` is `==` or `!=`). An equality on nfproto or
+/// l4proto establishes it for the rest of the rule, as nft records it.
+fn meta_match(
+    key: MetaKey,
+    op: u32,
+    right: &Expression,
+    cx: &mut Context,
+) -> Result<Vec<Expr>, NftError> {
     let (k, data) = match key {
         MetaKey::Nfproto => (NFT_META_NFPROTO, vec![nfproto(string(right)?)?]),
         MetaKey::L4proto => (NFT_META_L4PROTO, vec![l4proto(string(right)?)?]),
@@ -218,10 +223,17 @@ fn meta_match(key: MetaKey, right: &Expression) -> Result<Vec<Expr>, NftError> {
         },
         other => return Err(unsupported(format!("meta {other:?}"))),
     };
-    Ok(Vec::from(meta_eq(k, data)))
+    if op == NFT_CMP_EQ {
+        match key {
+            MetaKey::Nfproto => cx.nfproto = data.first().copied(),
+            MetaKey::L4proto => cx.l4proto = data.first().copied(),
+            _ => {}
+        }
+    }
+    Ok(vec![Expr::Meta { key: k }, Expr::Cmp { op, data }])
 }
 
-/// `ip saddr|daddr` and `tcp|udp sport|dport` matches, with the dependency
+/// `ip saddr|daddr` and `tcp|udp dport` matches, with the dependency
 /// nft adds first (`meta nfproto ipv4`, `meta l4proto <proto>`) unless an
 /// earlier statement of the rule established it.
 fn payload_match(
@@ -265,7 +277,7 @@ fn payload_match(
                 data: a.octets()[..bytes as usize].to_vec(),
             });
         }
-        (proto @ ("tcp" | "udp"), field @ ("sport" | "dport")) => {
+        (proto @ ("tcp" | "udp"), field @ "dport") => {
             let p = l4proto(proto)?;
             match cx.l4proto {
                 Some(have) if have == p => {}
@@ -283,7 +295,7 @@ fn payload_match(
             };
             out.push(Expr::Payload {
                 base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                offset: if field == "sport" { 0 } else { 2 },
+                offset: 2,
                 len: 2,
             });
             out.push(Expr::Cmp {
@@ -301,20 +313,7 @@ fn statement(st: &Statement, cx: &mut Context) -> Result<Vec<Expr>, NftError> {
     match st {
         Statement::Match(m) => match &m.left {
             Expression::Named(NamedExpression::Meta(meta)) => {
-                let op = cmp_op(m.op)?;
-                let mut v = meta_match(meta.key, &m.right)?;
-                if let Some(Expr::Cmp { op: o, data }) = v.last_mut() {
-                    *o = op;
-                    // What an equality establishes, as nft records it.
-                    if op == NFT_CMP_EQ {
-                        match meta.key {
-                            MetaKey::Nfproto => cx.nfproto = data.first().copied(),
-                            MetaKey::L4proto => cx.l4proto = data.first().copied(),
-                            _ => {}
-                        }
-                    }
-                }
-                Ok(v)
+                meta_match(meta.key, cmp_op(m.op)?, &m.right, cx)
             }
             Expression::Named(NamedExpression::Payload(Payload::PayloadField(f))) => {
                 payload_match(f, cmp_op(m.op)?, &m.right, cx)
@@ -351,19 +350,8 @@ fn statement(st: &Statement, cx: &mut Context) -> Result<Vec<Expr>, NftError> {
             }
             other => Err(unsupported(format!("match on {other:?}"))),
         },
-        Statement::Accept(None) => Ok(vec![Expr::Verdict {
-            code: NF_ACCEPT as i32,
-            chain: None,
-        }]),
-        Statement::Drop(None) => Ok(vec![Expr::Verdict {
-            code: NF_DROP as i32,
-            chain: None,
-        }]),
-        Statement::Jump(j) => Ok(vec![Expr::Verdict {
-            code: NFT_JUMP,
-            chain: Some(j.target.to_string()),
-        }]),
-        Statement::Counter(Counter::Anonymous(None)) => Ok(vec![Expr::Counter]),
+        Statement::Accept(None) => Ok(vec![Expr::Verdict { code: NF_ACCEPT }]),
+        Statement::Drop(None) => Ok(vec![Expr::Verdict { code: NF_DROP }]),
         Statement::Redirect(Some(NAT {
             addr: None,
             family: None,
@@ -499,7 +487,6 @@ impl Expr {
             Expr::Bitwise { .. } => "bitwise",
             Expr::Value { .. } | Expr::Verdict { .. } => "immediate",
             Expr::Redir { .. } => "redir",
-            Expr::Counter => "counter",
         }
     }
 
@@ -540,24 +527,17 @@ impl Expr {
                 m.u32(1, REG_1); // NFTA_IMMEDIATE_DREG
                 m.data(2, data);
             }
-            Expr::Verdict { code, chain } => {
+            Expr::Verdict { code } => {
                 m.u32(1, REG_VERDICT);
                 m.begin(2); // NFTA_IMMEDIATE_DATA
                 m.begin(NFTA_DATA_VERDICT);
-                m.u32(NFTA_VERDICT_CODE, *code as u32);
-                if let Some(c) = chain {
-                    m.str(NFTA_VERDICT_CHAIN, c);
-                }
+                m.u32(NFTA_VERDICT_CODE, *code);
                 m.end();
                 m.end();
             }
             Expr::Redir { flags } => {
                 m.u32(1, REG_1); // NFTA_REDIR_REG_PROTO_MIN
                 m.u32(3, *flags); // NFTA_REDIR_FLAGS
-            }
-            Expr::Counter => {
-                m.attr(1, &0u64.to_be_bytes()); // NFTA_COUNTER_BYTES
-                m.attr(2, &0u64.to_be_bytes()); // NFTA_COUNTER_PACKETS
             }
         }
         m.end();
@@ -568,8 +548,6 @@ impl Expr {
 fn family(f: NfFamily) -> Result<u8, NftError> {
     match f {
         NfFamily::INet => Ok(NFPROTO_INET),
-        NfFamily::IP => Ok(NFPROTO_IPV4),
-        NfFamily::IP6 => Ok(NFPROTO_IPV6),
         other => Err(unsupported(format!("family {other:?}"))),
     }
 }
@@ -596,14 +574,12 @@ fn chain_msg(c: &Chain, seq: u32) -> Result<Vec<u8>, NftError> {
     m.str(NFTA_CHAIN_TABLE, &c.table);
     m.str(NFTA_CHAIN_NAME, &c.name);
     match (c._type, c.hook, c.prio, c.policy) {
-        (None, None, None, None) => {}
         (Some(ty), Some(hook), Some(prio), policy) => {
             let hooknum = match hook {
                 NfHook::Prerouting => 0,
                 NfHook::Input => 1,
                 NfHook::Forward => 2,
                 NfHook::Output => 3,
-                NfHook::Postrouting => 4,
                 other => return Err(unsupported(format!("hook {other:?}"))),
             };
             m.begin(NFTA_CHAIN_HOOK);
@@ -624,11 +600,11 @@ fn chain_msg(c: &Chain, seq: u32) -> Result<Vec<u8>, NftError> {
                 match ty {
                     NfChainType::Filter => "filter",
                     NfChainType::NAT => "nat",
-                    NfChainType::Route => "route",
+                    NfChainType::Route => return Err(unsupported("a route chain")),
                 },
             );
         }
-        _ => return Err(unsupported(format!("chain {} half a base chain", c.name))),
+        _ => return Err(unsupported(format!("chain {}: not a base chain", c.name))),
     }
     if c.newname.is_some() || c.handle.is_some() || c.dev.is_some() {
         return Err(unsupported(format!("chain {} options", c.name)));
@@ -776,12 +752,28 @@ pub(crate) fn send(batch: &Nftables) -> Result<(), NftError> {
     let mut first_error: Option<(u32, i32)> = None;
     let mut buf = vec![0u8; 64 * 1024];
     while !waiting.is_empty() {
-        // SAFETY: buf is ours and its length is passed.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        // SAFETY: an all-zero sockaddr_nl is a valid value to overwrite.
+        let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: buf and from are ours and their lengths are passed.
+        let n = unsafe {
+            libc::recvfrom(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                std::ptr::addr_of_mut!(from).cast(),
+                &mut from_len,
+            )
+        };
         if n < 0 {
             return Err(io("read the kernel's answer")(
                 std::io::Error::last_os_error(),
             ));
+        }
+        // Only the kernel's answers count (port 0); anything else is dropped.
+        if from.nl_pid != 0 {
+            continue;
         }
         let mut at = 0usize;
         let n = n as usize;
@@ -844,5 +836,15 @@ mod tests {
             service_ports: vec![],
         });
         assert!(encode(&none).is_ok());
+        // The host's table (jumps, counters, sets): nft's too.
+        let host = crate::host::ruleset(&crate::host::Params {
+            torvm_uid: 64990,
+            no_inet_uids: vec![64991],
+            upstreams: Vec::new(),
+            relay_localhost: Vec::new(),
+            relay_lan: Vec::new(),
+        });
+        let err = encode(&host).unwrap_err();
+        assert!(matches!(err, NftError::Unsupported(_)), "{err}");
     }
 }

@@ -141,17 +141,7 @@ pub fn up(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Status, TestnetError>
     })?;
     if let Ok(Some(st)) = State::load(&cfg.state_dir) {
         if is_running(&st) {
-            // Its host end is in the namespace it was started in: from any
-            // other, the relays are out of reach.
-            let ours = state::own_netns();
-            if let (Some(theirs), Some(ours)) = (&st.started_in, ours) {
-                if *theirs != ours {
-                    return Err(TestnetError::OtherNamespace {
-                        theirs: theirs.clone(),
-                        ours,
-                    });
-                }
-            }
+            reachable_here(&st)?;
             progress("testnet already up");
             let now = Instant::now();
             return wait_ready(cfg, &st, now, now + READY_DEADLINE, false, progress);
@@ -192,11 +182,28 @@ pub fn status(cfg: &Config) -> Result<Status, TestnetError> {
 }
 
 /// The DirAuthority lines (and other options) a tor outside the namespace needs to join.
-/// An error if the testnet is not running.
+/// An error if the testnet is not running, or runs with its host end in
+/// another network namespace (a tor here would not reach it).
 pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
     match State::load(&cfg.state_dir)? {
-        Some(st) if is_running(&st) => Ok(st.join_options),
+        Some(st) if is_running(&st) => {
+            reachable_here(&st)?;
+            Ok(st.join_options)
+        }
         _ => Err(TestnetError::NotUp),
+    }
+}
+
+/// An error if `st`'s testnet was started in another network namespace
+/// than the calling thread's: its veth's host end is there, so the relays
+/// are out of reach from here. (A state file that does not say: no check.)
+fn reachable_here(st: &State) -> Result<(), TestnetError> {
+    match (&st.started_in, state::own_netns()) {
+        (Some(theirs), Some(ours)) if *theirs != ours => Err(TestnetError::OtherNamespace {
+            theirs: theirs.clone(),
+            ours,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -138,10 +138,12 @@ fn testnet_up_fetch_through_exit_and_down() {
             eprintln!("testnet (other namespace): {m}")
         })
     })
-    .join()
-    .expect("thread");
+    .join();
     let _ = sh("ip", &["netns", "del", &other]);
-    let msg = refused.expect_err("up from another namespace").to_string();
+    let msg = refused
+        .expect("thread")
+        .expect_err("up from another namespace")
+        .to_string();
     assert!(
         msg.contains("started in another network namespace") && !msg.contains('\n'),
         "{msg}"

@@ -182,14 +182,12 @@ pub fn status(cfg: &Config) -> Result<Status, TestnetError> {
 }
 
 /// The DirAuthority lines (and other options) a tor outside the namespace needs to join.
-/// An error if the testnet is not running, or runs with its host end in
-/// another network namespace (a tor here would not reach it).
+/// An error if the testnet is not running. Not checked against the caller's
+/// network namespace: the options are data, and the tor that uses them may
+/// run elsewhere (the fault test's client runs in the testnet's own).
 pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
     match State::load(&cfg.state_dir)? {
-        Some(st) if is_running(&st) => {
-            reachable_here(&st)?;
-            Ok(st.join_options)
-        }
+        Some(st) if is_running(&st) => Ok(st.join_options),
         _ => Err(TestnetError::NotUp),
     }
 }

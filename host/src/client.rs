@@ -270,6 +270,6 @@ pub async fn spawn_daemon(paths: &Paths) -> Result<UnixStream, ClientError> {
                 log: paths.daemon_log().display().to_string(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -634,7 +634,7 @@ async fn wait_ready(
                 deadline.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -885,15 +885,26 @@ impl Stack {
     /// agent). Waits up to seconds for the backend's sockets: off the async
     /// workers.
     fn spawn(&self, role: Role) -> Result<Member, UpError> {
-        let mut vsock = tokio::task::block_in_place(|| {
-            VhostVsock::start(
-                &self.jailer,
-                &self.vhost_bin,
-                &self.paths,
-                role,
-                self.users.vsock(role),
-                self.users.vm(role),
-            )
+        let vsock = self.spawn_vsock(role)?;
+        self.spawn_vm(role, vsock)
+    }
+
+    /// Start `role`'s vsock backend in its jail, not waiting for it.
+    fn spawn_vsock(&self, role: Role) -> Result<VhostVsock, UpError> {
+        Ok(VhostVsock::spawn(
+            &self.jailer,
+            &self.vhost_bin,
+            &self.paths,
+            role,
+            self.users.vsock(role),
+        )?)
+    }
+
+    /// Wait for `role`'s backend, then start its QEMU. On an error the
+    /// backend is stopped.
+    fn spawn_vm(&self, role: Role, mut vsock: VhostVsock) -> Result<Member, UpError> {
+        tokio::task::block_in_place(|| {
+            vsock.ready(&self.paths, self.users.vsock(role), self.users.vm(role))
         })?;
         let launched = self.link_end(role).and_then(|link| {
             Ok(self.launcher.launch(spec(
@@ -933,12 +944,32 @@ impl Stack {
     }
 
     async fn launch(&self, progress: Progress<'_>) -> Result<(), UpError> {
-        // The App VM first: its QEMU holds the link's listening end.
         for role in [Role::Appvm, Role::Torvm] {
             progress(format!("starting {role} ({})", self.accel.name()));
-            let m = self.spawn(role)?;
-            lock(&self.members).push(m);
         }
+        // Both backends start at once; then the App VM's QEMU first: it
+        // holds the link's listening end, which the Tor VM's dials.
+        let app_vsock = self.spawn_vsock(Role::Appvm)?;
+        let tor_vsock = match self.spawn_vsock(Role::Torvm) {
+            Ok(v) => v,
+            Err(e) => {
+                let mut app_vsock = app_vsock;
+                app_vsock.stop();
+                return Err(e);
+            }
+        };
+        let app = match self.spawn_vm(Role::Appvm, app_vsock) {
+            Ok(m) => m,
+            Err(e) => {
+                let mut tor_vsock = tor_vsock;
+                tor_vsock.stop();
+                return Err(e);
+            }
+        };
+        lock(&self.members).push(app);
+        // On an error here, up's error path stops the App VM.
+        let tor = self.spawn_vm(Role::Torvm, tor_vsock)?;
+        lock(&self.members).push(tor);
         self.write_state();
         let members = self.members();
         let deadline = self.ready_deadline();

@@ -141,6 +141,21 @@ impl VhostVsock {
         user: (u32, u32),
         vm_user: (u32, u32),
     ) -> Result<Self, VhostError> {
+        let mut dev = Self::spawn(jailer, binary, paths, role, user)?;
+        dev.ready(paths, user, vm_user)?;
+        Ok(dev)
+    }
+
+    /// Start `role`'s device in its jail as `user`, not waiting for it:
+    /// [`VhostVsock::ready`] does. Two devices spawned one after the other
+    /// start at once.
+    pub fn spawn(
+        jailer: &Path,
+        binary: &Path,
+        paths: &Paths,
+        role: Role,
+        user: (u32, u32),
+    ) -> Result<Self, VhostError> {
         let log = paths.vhost_log(role.name());
         let dir = paths.vsock_vm_dir(role.name());
         let _ = std::fs::remove_dir_all(&dir);
@@ -179,22 +194,33 @@ impl VhostVsock {
         let child = cmd
             .spawn()
             .map_err(|source| VhostError::Spawn { role, source })?;
-        let mut dev = VhostVsock {
+        Ok(VhostVsock {
             role,
             proc: Proc::Child(child),
-        };
-        let vhost = paths.vhost_socket(role.name());
-        let uds = paths.vsock_uds(role.name());
+        })
+    }
+
+    /// Wait (up to 10 s each) for the sockets of a device [`VhostVsock::spawn`]
+    /// started as `user`, and give the vhost-user one to the VM's user
+    /// `vm_user`. On an error the device is stopped.
+    pub fn ready(
+        &mut self,
+        paths: &Paths,
+        user: (u32, u32),
+        vm_user: (u32, u32),
+    ) -> Result<(), VhostError> {
+        let log = paths.vhost_log(self.role.name());
+        let vhost = paths.vhost_socket(self.role.name());
+        let uds = paths.vsock_uds(self.role.name());
         let ready = (|| {
-            dev.wait_for(&vhost, &log, Duration::from_secs(10))?;
-            dev.wait_for(&uds, &log, Duration::from_secs(10))?;
+            self.wait_for(&vhost, &log, Duration::from_secs(10))?;
+            self.wait_for(&uds, &log, Duration::from_secs(10))?;
             give_socket(&vhost, user.0, vm_user)
         })();
-        if let Err(e) = ready {
-            dev.stop();
-            return Err(e);
+        if ready.is_err() {
+            self.stop();
         }
-        Ok(dev)
+        ready
     }
 
     fn wait_for(&mut self, path: &Path, log: &Path, deadline: Duration) -> Result<(), VhostError> {
@@ -218,7 +244,7 @@ impl VhostVsock {
                     log: log.display().to_string(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -161,24 +161,52 @@ fn drops_signal(status: &str, sig: libc::c_int) -> bool {
     }
 }
 
-/// The shared libraries `program` loads, as `ldd` lists them (none for a
-/// static program).
+/// The dynamic loader of this machine (Debian amd64), which `ldd` runs too.
+const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
+
+/// The shared libraries `program` loads, as the dynamic loader lists them
+/// (none for a static program). This is what `ldd` does, without its shell:
+/// `ld.so --verify` first (exit 0 or 2: a dynamic program this loader
+/// handles; 1: not a dynamic one, which `--list` would crash on), then
+/// `ld.so --list`. Two execs instead of a bash script and three, a few ms
+/// a jail.
 pub fn libraries(program: &Path) -> Result<Vec<PathBuf>, JailError> {
-    let out = std::process::Command::new("/usr/bin/ldd")
-        .arg(program)
-        .env_clear()
-        .output()
-        .map_err(io("running ldd"))?;
+    // `--verify` says 1 for a missing file too: say what is wrong instead.
+    if !program.is_file() {
+        return Err(JailError::Refused(format!(
+            "{}: no such program",
+            program.display()
+        )));
+    }
+    let ld = |flag: &str| {
+        std::process::Command::new(LD_SO)
+            .arg(flag)
+            .arg(program)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(io(format!("running {LD_SO} {flag}")))
+    };
+    let verify = ld("--verify")?;
+    match verify.status.code() {
+        Some(0 | 2) => {}
+        Some(1) => return Ok(vec![]),
+        _ => {
+            return Err(JailError::Refused(format!(
+                "{LD_SO} --verify {} failed ({}): {}",
+                program.display(),
+                verify.status,
+                String::from_utf8_lossy(&verify.stderr).trim()
+            )))
+        }
+    }
+    let out = ld("--list")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        if text.contains("not a dynamic executable")
-            || String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable")
-        {
-            return Ok(vec![]);
-        }
         return Err(JailError::Refused(format!(
-            "ldd {} failed: {}",
+            "{LD_SO} --list {} failed ({}): {}",
             program.display(),
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
@@ -645,7 +673,49 @@ fn child_setup(
 
 #[cfg(test)]
 mod tests {
-    use super::drops_signal;
+    use super::{drops_signal, libraries};
+    use std::path::{Path, PathBuf};
+
+    /// What `ldd` lists for `program`, parsed as [`libraries`] parses.
+    fn ldd(program: &str) -> Vec<PathBuf> {
+        let out = std::process::Command::new("/usr/bin/ldd")
+            .arg(program)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let p = l.split_once("=> ").map_or(l, |(_, r)| r);
+                let p = p.split(" (").next().unwrap_or("");
+                p.starts_with('/').then(|| PathBuf::from(p))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn libraries_are_what_ldd_lists() {
+        // A dynamic program: the same list, in the same order, libc in it.
+        let sh = libraries(Path::new("/bin/sh")).unwrap();
+        assert_eq!(sh, ldd("/bin/sh"));
+        assert!(
+            sh.iter().any(|l| l.to_string_lossy().contains("libc.so")),
+            "{sh:?}"
+        );
+        // A static program (busybox-static) and a script, which is no
+        // dynamic program either: none.
+        assert_eq!(
+            libraries(Path::new("/bin/busybox")).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        assert_eq!(
+            libraries(Path::new("/usr/bin/ldd")).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        // No program at all: refused, saying so.
+        let e = libraries(Path::new("/nonexistent/program")).unwrap_err();
+        assert!(e.to_string().contains("no such program"), "{e}");
+    }
 
     /// The fields of `/proc/PID/status` that count, for a process whose
     /// pids are `nspid` and whose handlers are `sigcgt`.

@@ -23,7 +23,7 @@ pub enum DaemonError {
     ImageCache(#[source] tails_images::ImageError),
     #[error("the guest images are missing or out of date: run `tails-server image build`")]
     NoImages,
-    #[error("the local Tor network is not usable: run `tails-server testnet up` first ({0})")]
+    #[error("the local Tor network is not usable: {0}")]
     Testnet(#[source] tails_testnet::TestnetError),
     #[error("bad upstream network: {0}")]
     Upstreams(String),

@@ -1199,9 +1199,10 @@ pub async fn start_stack(
         Network::Local => {
             let cfg = tails_testnet::Config::default();
             testnet_subnet = Some(tails_testnet::subnet(&cfg).map_err(DaemonError::Testnet)?);
-            let options = tokio::task::spawn_blocking(move || tails_testnet::join_options(&cfg))
-                .await?
-                .map_err(DaemonError::Testnet)?;
+            let options =
+                tokio::task::spawn_blocking(move || tails_testnet::join_options_here(&cfg))
+                    .await?
+                    .map_err(DaemonError::Testnet)?;
             Some(TorConfig {
                 network: TorNetwork::Local { options },
                 bridges,

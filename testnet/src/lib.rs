@@ -192,6 +192,19 @@ pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
     }
 }
 
+/// [`join_options`] for a tor that runs in the calling thread's network
+/// namespace (the daemon's, whose Tor VM's uplink is there): an error if the
+/// testnet was started in another one, whose relays are out of reach here.
+pub fn join_options_here(cfg: &Config) -> Result<Vec<String>, TestnetError> {
+    match State::load(&cfg.state_dir)? {
+        Some(st) if is_running(&st) => {
+            reachable_here(&st)?;
+            Ok(st.join_options)
+        }
+        _ => Err(TestnetError::NotUp),
+    }
+}
+
 /// An error if `st`'s testnet was started in another network namespace
 /// than the calling thread's: its veth's host end is there, so the relays
 /// are out of reach from here. (A state file that does not say: no check.)

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use tails_testnet::{down, join_options, status, up, Config, OUTSIDE_NAME, OUTSIDE_PAGE};
+use tails_testnet::{
+    down, join_options, join_options_here, status, up, Config, OUTSIDE_NAME, OUTSIDE_PAGE,
+};
 
 fn cfg() -> Config {
     Config {
@@ -134,19 +136,29 @@ fn testnet_up_fetch_through_exit_and_down() {
         // SAFETY: setns moves only this thread, which owns nothing else.
         let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        up(&self::cfg(), &|m| {
+        let up = up(&self::cfg(), &|m| {
             eprintln!("testnet (other namespace): {m}")
-        })
+        });
+        // What a daemon there asks before its Tor VM joins: refused too,
+        // while the options themselves are still there to read.
+        let here = join_options_here(&self::cfg());
+        let anywhere = join_options(&self::cfg());
+        (up, here, anywhere)
     })
     .join();
     let _ = sh("ip", &["netns", "del", &other]);
-    let msg = refused
-        .expect("thread")
-        .expect_err("up from another namespace")
-        .to_string();
-    assert!(
-        msg.contains("started in another network namespace") && !msg.contains('\n'),
-        "{msg}"
+    let (up_there, here, anywhere) = refused.expect("thread");
+    for r in [up_there.map(|_| ()), here.map(|_| ())] {
+        let msg = r.expect_err("from another namespace").to_string();
+        assert!(
+            msg.contains("started in another network namespace") && !msg.contains('\n'),
+            "{msg}"
+        );
+    }
+    assert!(anywhere.is_ok(), "{anywhere:?}");
+    assert_eq!(
+        join_options_here(&cfg).unwrap(),
+        join_options(&cfg).unwrap()
     );
     assert!(status(&cfg).unwrap().up, "the testnet is still up");
 

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tails_tests::torclient::{control, http_get, with_newnym_after, Fetch, FreshClient};
@@ -26,6 +27,33 @@ fn nginx_onion_service_with_client_authorization() {
     let _ = std::fs::remove_dir_all(STATE);
     // The suite's testnet if one runs (see daemon.rs), else a new one.
     ts_ok(&["testnet", "up"]);
+    // A daemon started in another network namespace could not reach the
+    // testnet's relays: `up --network local` there is refused in one line,
+    // before anything starts; `down` then ends that daemon.
+    let other = "ts-onion-other";
+    let ip = |args: &[&str]| Command::new("ip").args(args).status().expect("run ip");
+    let _ = ip(&["netns", "del", other]);
+    assert!(ip(&["netns", "add", other]).success());
+    let there: Run = Command::new("ip")
+        .args(["netns", "exec", other])
+        .arg(bin())
+        .args(["up", "--network", "local"])
+        .envs(env())
+        .output()
+        .expect("run tails-server in the other namespace")
+        .into();
+    let down = ts_env(&["down"], &env());
+    let _ = ip(&["netns", "del", other]);
+    assert_ne!(there.code, 0, "{there:?}");
+    assert!(
+        there
+            .stderr
+            .contains("started in another network namespace")
+            && there.stderr.trim().lines().count() == 1,
+        "{there:?}"
+    );
+    assert_eq!(down.code, 0, "{down:?}");
+    assert!(pids_named("qemu-system").is_empty(), "a VM was started");
     let r = ts_env(&["up", "--network", "local"], &env());
     assert_eq!(r.code, 0, "up: {r:?}");
     ts_ok(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);

@@ -131,24 +131,9 @@ fn give_socket(path: &Path, maker: u32, to: (u32, u32)) -> Result<(), VhostError
 }
 
 impl VhostVsock {
-    /// Start `role`'s device in its jail as `user`, wait for its sockets,
-    /// and give the vhost-user one to the VM's user `vm_user`.
-    pub fn start(
-        jailer: &Path,
-        binary: &Path,
-        paths: &Paths,
-        role: Role,
-        user: (u32, u32),
-        vm_user: (u32, u32),
-    ) -> Result<Self, VhostError> {
-        let mut dev = Self::spawn(jailer, binary, paths, role, user)?;
-        dev.ready(paths, user, vm_user)?;
-        Ok(dev)
-    }
-
     /// Start `role`'s device in its jail as `user`, not waiting for it:
-    /// [`VhostVsock::ready`] does. Two devices spawned one after the other
-    /// start at once.
+    /// [`VhostVsock::ready`] does (two devices spawned one after the other
+    /// start at once).
     pub fn spawn(
         jailer: &Path,
         binary: &Path,

@@ -186,21 +186,22 @@ pub fn status(cfg: &Config) -> Result<Status, TestnetError> {
 /// network namespace: the options are data, and the tor that uses them may
 /// run elsewhere (the fault test's client runs in the testnet's own).
 pub fn join_options(cfg: &Config) -> Result<Vec<String>, TestnetError> {
-    match State::load(&cfg.state_dir)? {
-        Some(st) if is_running(&st) => Ok(st.join_options),
-        _ => Err(TestnetError::NotUp),
-    }
+    Ok(running(cfg)?.join_options)
 }
 
 /// [`join_options`] for a tor that runs in the calling thread's network
 /// namespace (the daemon's, whose Tor VM's uplink is there): an error if the
 /// testnet was started in another one, whose relays are out of reach here.
 pub fn join_options_here(cfg: &Config) -> Result<Vec<String>, TestnetError> {
+    let st = running(cfg)?;
+    reachable_here(&st)?;
+    Ok(st.join_options)
+}
+
+/// The state of the testnet that runs, or [`TestnetError::NotUp`].
+fn running(cfg: &Config) -> Result<State, TestnetError> {
     match State::load(&cfg.state_dir)? {
-        Some(st) if is_running(&st) => {
-            reachable_here(&st)?;
-            Ok(st.join_options)
-        }
+        Some(st) if is_running(&st) => Ok(st),
         _ => Err(TestnetError::NotUp),
     }
 }
@@ -230,10 +231,7 @@ pub fn fetch(
     auth_private: Option<&str>,
     timeout: Duration,
 ) -> Result<String, TestnetError> {
-    let st = match State::load(&cfg.state_dir)? {
-        Some(st) if is_running(&st) => st,
-        _ => return Err(TestnetError::NotUp),
-    };
+    let st = running(cfg)?;
     if let Some(line) = auth_private {
         let parts: Vec<&str> = line.trim().split(':').collect();
         let [addr, "descriptor", "x25519", key] = parts[..] else {
@@ -292,10 +290,7 @@ pub struct RelayPorts {
 /// The OR and Dir ports of the running testnet: the only ports a tor
 /// joining it talks to.
 pub fn relay_ports(cfg: &Config) -> Result<RelayPorts, TestnetError> {
-    let st = match State::load(&cfg.state_dir)? {
-        Some(st) if is_running(&st) => st,
-        _ => return Err(TestnetError::NotUp),
-    };
+    let st = running(cfg)?;
     let mut or: Vec<u16> = st.nodes.iter().filter_map(|n| n.or_port).collect();
     let mut dir: Vec<u16> = st.nodes.iter().filter_map(|n| n.dir_port).collect();
     or.sort_unstable();

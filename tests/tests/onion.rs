@@ -31,7 +31,13 @@ fn nginx_onion_service_with_client_authorization() {
     // testnet's relays: `up --network local` there is refused in one line,
     // before anything starts; `down` then ends that daemon.
     let other = "ts-onion-other";
-    let ip = |args: &[&str]| Command::new("ip").args(args).status().expect("run ip");
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run ip")
+    };
     let _ = ip(&["netns", "del", other]);
     assert!(ip(&["netns", "add", other]).success());
     let there: Run = Command::new("ip")

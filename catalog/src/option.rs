@@ -285,8 +285,10 @@ impl Secret {
         &self.0
     }
 
-    /// `length` random ASCII letters and digits from `/dev/urandom`.
-    pub(crate) fn generate(length: usize) -> std::io::Result<Secret> {
+    /// `length` random ASCII letters and digits from `/dev/urandom`: what a
+    /// secret option without a value gets, and what the GUI's "Regenerate"
+    /// proposes.
+    pub fn generate(length: usize) -> std::io::Result<Secret> {
         const ALPHABET: &[u8; 62] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         let mut urandom = std::fs::File::open("/dev/urandom")?;

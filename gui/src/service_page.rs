@@ -444,8 +444,9 @@ impl ServicePage {
                 row.connect_apply(move |r| send2(r.text().to_string()));
                 let length = o.length.unwrap_or(24);
                 regen.connect_clicked(move |_| {
-                    if let Some(v) = random_secret(length) {
-                        send(v);
+                    // The daemon checks it like any value.
+                    if let Ok(v) = tails_catalog::Secret::generate(length) {
+                        send(v.reveal().to_owned());
                     }
                 });
                 let weak = Rc::downgrade(self);
@@ -611,35 +612,5 @@ impl ServicePage {
             d.add_responses(&[("close", "_Close")]);
             d.present();
         });
-    }
-}
-
-/// A new secret of `length` letters and digits, from the system's
-/// randomness (the daemon checks it like any value).
-fn random_secret(length: usize) -> Option<String> {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut out = String::with_capacity(length);
-    while out.len() < length {
-        let mut b = [0u8; 64];
-        getrandom::fill(&mut b).ok()?;
-        // 248 = 62 * 4: no bias.
-        for x in b.iter().filter(|x| **x < 248) {
-            if out.len() == length {
-                break;
-            }
-            out.push(ALPHABET[usize::from(*x) % 62] as char);
-        }
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_generated_secret_has_its_length_and_alphabet() {
-        let s = super::random_secret(32).expect("randomness");
-        assert_eq!(s.len(), 32);
-        assert!(s.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(s, super::random_secret(32).expect("randomness"));
     }
 }

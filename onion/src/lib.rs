@@ -38,7 +38,7 @@ mod service;
 
 pub use address::{AddressError, OnionAddress, ONION_SUFFIX};
 pub use client::{ClientKey, ClientPublicKey, ClientPublicKeyError};
-pub use qr::{qr_png, qr_svg, qr_terminal, QrError};
+pub use qr::{qr_grey, qr_png, qr_svg, qr_terminal, QrError};
 pub use service::{ExpandedKeyError, KeyFileError, ServiceKey};
 pub use zeroize::Zeroizing;
 

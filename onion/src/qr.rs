@@ -77,23 +77,33 @@ pub fn qr_svg(text: &str) -> Result<String, QrError> {
         .build())
 }
 
-/// The QR code of `text` as a PNG image: 8-bit grey, black on white, 8 pixels
-/// per module.
-pub fn qr_png(text: &str) -> Result<Vec<u8>, QrError> {
+/// The QR code of `text` as 8-bit grey pixels, black (0) on white (255),
+/// `px_per_module` pixels per module, quiet zone included: `(side in pixels,
+/// row-major pixels)`. For a program that draws the image itself (the GUI).
+/// A scale of 0 counts as 1.
+pub fn qr_grey(text: &str, px_per_module: usize) -> Result<(usize, Vec<u8>), QrError> {
     let (side, dark) = modules(text)?;
-    let px = side * PNG_MODULE_PX;
+    let px_per_module = px_per_module.max(1);
+    let px = side * px_per_module;
     let mut pixels = Vec::with_capacity(px * px);
     for y in 0..px {
-        let row = (y / PNG_MODULE_PX) * side;
+        let row = (y / px_per_module) * side;
         pixels.extend((0..px).map(|x| {
-            if dark[row + x / PNG_MODULE_PX] {
+            if dark[row + x / px_per_module] {
                 0u8
             } else {
                 255
             }
         }));
     }
-    // `side` is at most 177 + 8 modules, so `px` fits a u32 easily.
+    Ok((px, pixels))
+}
+
+/// The QR code of `text` as a PNG image: 8-bit grey, black on white, 8 pixels
+/// per module.
+pub fn qr_png(text: &str) -> Result<Vec<u8>, QrError> {
+    let (px, pixels) = qr_grey(text, PNG_MODULE_PX)?;
+    // At most (177 + 8) modules of 8 pixels: `px` fits a u32 easily.
     let px32 = u32::try_from(px).unwrap_or(u32::MAX);
     let mut png_bytes = Vec::new();
     let mut encoder = png::Encoder::new(&mut png_bytes, px32, px32);
@@ -165,6 +175,22 @@ mod tests {
         let grids = img.detect_grids();
         assert_eq!(grids.len(), 1);
         assert_eq!(grids[0].decode().unwrap().1, TEXT);
+    }
+
+    #[test]
+    fn the_grey_pixels_read_back_at_any_scale() {
+        for scale in [0, 1, 3, 6] {
+            let (px, pixels) = qr_grey(TEXT, scale).unwrap();
+            assert_eq!(pixels.len(), px * px);
+            assert!(pixels.iter().all(|p| *p == 0 || *p == 255));
+            // The quiet zone: the first row is white.
+            assert!(pixels[..px].iter().all(|p| *p == 255));
+            let mut img =
+                rqrr::PreparedImage::prepare_from_greyscale(px, px, |x, y| pixels[y * px + x]);
+            let grids = img.detect_grids();
+            assert_eq!(grids.len(), 1, "scale {scale}");
+            assert_eq!(grids[0].decode().unwrap().1, TEXT);
+        }
     }
 
     #[test]

@@ -60,6 +60,35 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// The texts of the QR codes an image (a screenshot) shows in full, read
+/// with rqrr, a reader independent of the qrcode crate that drew them. A
+/// code cut off by the window's edge is found but not read: it is left out.
+pub fn qr_codes_in(png_file: &Path) -> Vec<String> {
+    let bytes =
+        std::fs::read(png_file).unwrap_or_else(|e| panic!("read {}: {e}", png_file.display()));
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().expect("a PNG screenshot");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a PNG's size")];
+    let info = reader.next_frame(&mut buf).expect("a PNG's pixels");
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.color_type.samples();
+    let grey = |x: usize, y: usize| -> u8 {
+        let p = &buf[y * info.line_size + x * channels..];
+        if channels >= 3 {
+            // Luma of the RGB channels (the alpha, if any, is ignored).
+            ((u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114) / 1000) as u8
+        } else {
+            p[0]
+        }
+    };
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, grey);
+    img.detect_grids()
+        .iter()
+        .filter_map(|g| g.decode().ok().map(|(_, text)| text))
+        .collect()
+}
+
 /// The screen Xvfb makes: room for the GUI's window (760x720) and its
 /// dialogs.
 const SCREEN: &str = "1100x900x24";
@@ -420,5 +449,30 @@ impl Drop for GuiSession {
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_qr_codes_of_an_image_are_read_and_a_blank_one_has_none() {
+        let dir = std::env::temp_dir().join(format!("ts-qr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = "ebxmv6bldtpr2tslre2bkrs5zx2hvvupmpjbknndjl6u4vanqvz535ad.onion";
+        let code = dir.join("code.png");
+        std::fs::write(&code, tails_onion::qr_png(text).unwrap()).unwrap();
+        assert_eq!(super::qr_codes_in(&code), vec![text.to_string()]);
+        // A white RGB image: no code.
+        let blank = dir.join("blank.png");
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, 64, 64);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&[255; 64 * 64 * 3]).unwrap();
+        w.finish().unwrap();
+        std::fs::write(&blank, out).unwrap();
+        assert!(super::qr_codes_in(&blank).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tails_tests::gui::{artifacts_dir, processes_with_env, GuiSession};
+use tails_tests::gui::{artifacts_dir, processes_with_env, qr_codes_in, GuiSession};
 use tails_tests::torclient::{http_get, Fetch, FreshClient};
 use tails_tests::*;
 
@@ -131,7 +131,20 @@ fn the_gui_publishes_a_service_and_its_key_is_what_tor_takes() {
         matches!(&got, Fetch::Ok { body, .. } if body.contains(PAGE)),
         "the GUI's key did not fetch the page: {got:?}"
     );
-    gui.screenshot("service:nginx", "service-nginx-published.png");
+    // The QR code beside the address is the address (the key line's, below
+    // it, may be cut off by the window's edge).
+    let shot = gui.screenshot("service:nginx", "service-nginx-published.png");
+    let codes = qr_codes_in(&shot);
+    assert!(
+        codes.contains(&address),
+        "the page's QR codes read {codes:?}, not the address {address}"
+    );
+    if codes.len() > 1 {
+        assert!(
+            codes.contains(&key),
+            "the QR codes besides the address: not the key line"
+        );
+    }
 
     // An option changed in the GUI is the daemon's value, applied to the
     // running service; a refused one shows the daemon's reason.

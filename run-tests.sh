@@ -48,8 +48,10 @@ phase=tests
 # The fault test and the leak suite run on their own after the rest, with
 # their reports shown (what healed, how fast; what leaked).
 # Their own lines are shown (--nocapture): what each waited for, and how
-# long, is in CI's log.
-cargo test "${SUITE[@]}" -- --test-threads=1 --nocapture \
+# long, is in CI's log. They share one testnet (tests/src/lib.rs,
+# TestnetGuard): daemon.rs starts it, the next ones join it, tor_network.rs
+# ends it. A test file run on its own ends the testnet it started.
+TAILS_TESTS_SHARED_TESTNET=1 cargo test "${SUITE[@]}" -- --test-threads=1 --nocapture \
   --skip nothing_bypasses_tor --skip the_stack_heals_itself_and_nothing_leaks_meanwhile
 mark tests
 phase="fault test"

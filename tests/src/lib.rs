@@ -66,6 +66,49 @@ pub fn ts_ok(args: &[&str]) -> Run {
     r
 }
 
+/// Set by `run-tests.sh` for its main run: the testnet is the suite's, shared
+/// by the tests that need one (`daemon.rs` starts it, `tor_network.rs` ends it).
+pub const SHARED_TESTNET_ENV: &str = "TAILS_TESTS_SHARED_TESTNET";
+
+/// The root namespace's testnet, held by a test that needs it. Dropped, it
+/// ends the testnet if this test started it and the suite does not share it
+/// ([`SHARED_TESTNET_ENV`] unset): a test file run on its own leaves nothing
+/// up, and one run by `run-tests.sh` leaves it to the next.
+#[must_use = "the testnet ends when this is dropped"]
+pub struct TestnetGuard {
+    started: bool,
+}
+
+impl TestnetGuard {
+    /// The suite's testnet if one runs (`testnet up` joins it), else a new one.
+    pub fn join() -> Self {
+        let r = ts(&["testnet", "up"]);
+        assert_eq!(r.code, 0, "testnet up: {r:?}");
+        TestnetGuard {
+            started: !r.stderr.contains("testnet already up"),
+        }
+    }
+
+    /// A fresh testnet: any running one is ended first.
+    pub fn fresh() -> Self {
+        let _ = ts(&["testnet", "down"]);
+        let r = ts(&["testnet", "up"]);
+        assert_eq!(r.code, 0, "testnet up: {r:?}");
+        TestnetGuard { started: true }
+    }
+}
+
+impl Drop for TestnetGuard {
+    fn drop(&mut self) {
+        if self.started && std::env::var_os(SHARED_TESTNET_ENV).is_none() {
+            let r = ts(&["testnet", "down"]);
+            if r.code != 0 {
+                eprintln!("testnet down after the test: {r:?}");
+            }
+        }
+    }
+}
+
 /// PIDs of processes whose command name starts with `prefix`.
 pub fn pids_named(prefix: &str) -> Vec<u32> {
     let mut out = Vec::new();

@@ -79,7 +79,7 @@ fn the_gui_publishes_a_service_and_its_key_is_what_tor_takes() {
     clean_start(Path::new(RUNTIME));
     cleanup();
     // The suite's testnet if one runs (see daemon.rs), else a new one.
-    ts_ok(&["testnet", "up"]);
+    let _testnet = TestnetGuard::join();
     t_ok(&["up", "--network", "local"]);
     t_ok(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);
 

@@ -26,7 +26,7 @@ fn nginx_onion_service_with_client_authorization() {
     clean_start(Path::new(RUNTIME));
     let _ = std::fs::remove_dir_all(STATE);
     // The suite's testnet if one runs (see daemon.rs), else a new one.
-    ts_ok(&["testnet", "up"]);
+    let _testnet = TestnetGuard::join();
     // A daemon started in another network namespace could not reach the
     // testnet's relays: `up --network local` there is refused in one line,
     // before anything starts; `down` then ends that daemon.

@@ -251,8 +251,8 @@ fn persistent_services_survive_crashes_and_reboots_amnesic_ones_do_not() {
     ));
     let pass = format!("{DIR}/pass");
     std::fs::write(&pass, format!("{PASS}\n")).expect("passphrase file");
-    let r = ts(&["testnet", "up"]);
-    assert_eq!(r.code, 0, "testnet up: {r:?}");
+    // The suite's testnet if one runs (see daemon.rs), else a new one.
+    let _testnet = TestnetGuard::join();
 
     // Point 2: no persistent service without the store.
     t_ok(&[

@@ -385,8 +385,8 @@ fn every_service_at_once_each_used_by_its_client_through_tor() {
     clean_start(Path::new(RUNTIME));
     let _ = std::fs::remove_dir_all(STATE);
     make_lib();
-    let r = ts(&["testnet", "up"]);
-    assert_eq!(r.code, 0, "testnet up: {r:?}");
+    // The suite's testnet if one runs (see daemon.rs), else a new one.
+    let _testnet = TestnetGuard::join();
     t_ok(&["up", "--network", "local"]);
 
     // The catalog: every service listed, each with what a person needs.

@@ -126,6 +126,10 @@ pub struct Status {
     pub subnet: String,
 }
 
+/// What [`up`] tells its `progress` when the testnet is already up (and the
+/// CLI prints): the harness tells so a testnet it joined from one it started.
+pub const ALREADY_UP: &str = "testnet already up";
+
 /// Starts the testnet and returns once it is usable (at most 120 s), telling
 /// `progress` what it does. A no-op (said through `progress`) if it is
 /// already up, and an error if it is up but was started in another network
@@ -142,7 +146,7 @@ pub fn up(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Status, TestnetError>
     if let Ok(Some(st)) = State::load(&cfg.state_dir) {
         if is_running(&st) {
             reachable_here(&st)?;
-            progress("testnet already up");
+            progress(ALREADY_UP);
             let now = Instant::now();
             return wait_ready(cfg, &st, now, now + READY_DEADLINE, false, progress);
         }

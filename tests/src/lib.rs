@@ -85,7 +85,7 @@ impl TestnetGuard {
         let r = ts(&["testnet", "up"]);
         assert_eq!(r.code, 0, "testnet up: {r:?}");
         TestnetGuard {
-            started: !r.stderr.contains("testnet already up"),
+            started: !r.stderr.contains(tails_testnet::ALREADY_UP),
         }
     }
 

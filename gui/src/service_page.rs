@@ -443,10 +443,18 @@ impl ServicePage {
                 let send2 = send.clone();
                 row.connect_apply(move |r| send2(r.text().to_string()));
                 let length = o.length.unwrap_or(24);
+                let weak = Rc::downgrade(self);
+                let opt = o.name.clone();
                 regen.connect_clicked(move |_| {
                     // The daemon checks it like any value.
-                    if let Ok(v) = tails_catalog::Secret::generate(length) {
-                        send(v.reveal().to_owned());
+                    match tails_catalog::Secret::generate(length) {
+                        Ok(v) => send(v.reveal().to_owned()),
+                        Err(e) => {
+                            if let Some(p) = weak.upgrade() {
+                                p.ctx
+                                    .toast(&format!("{opt}: no new secret ({e}); try again"));
+                            }
+                        }
                     }
                 });
                 let weak = Rc::downgrade(self);

@@ -174,8 +174,8 @@ fn control_of(socks: SocketAddr) -> SocketAddr {
 /// service that came back before it is told NEWNYM. The stack is back well
 /// within it: after a VM is killed its service is published again in 7–8 s,
 /// after `enable` in 1–2 s; a client still without an answer then is held
-/// back by its own caches (in the fault test it answered 1.7 s after NEWNYM,
-/// told after 60 s, which this was).
+/// back by its own caches. (This was 60 s; in the fault test a client told
+/// NEWNYM then answered 1.7 s later.)
 pub const NEWNYM_AFTER: Duration = Duration::from_secs(30);
 
 /// `attempt(limit)` tries for at most `limit`. When it gives nothing within

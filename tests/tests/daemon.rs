@@ -332,21 +332,14 @@ fn the_daemon_owns_the_state_and_applies_changes_at_once() {
     assert_eq!(nginx_address(), address);
     t_ok(&["exec", "appvm", "--", "sh", "-c", &page_script(PAGE)]);
     // Alice's tor still holds the descriptor of before the restart, whose
-    // introduction points are gone: told NEWNYM after a minute, as Tor
-    // Browser's New Identity does, it forgets them (tor's failure caches
-    // would keep it away 2-3 minutes more; tor's client, not the stack).
+    // introduction points are gone: told NEWNYM after NEWNYM_AFTER without
+    // the page, as Tor Browser's New Identity does, it forgets them (tor's
+    // failure caches would keep it away 2-3 minutes more; tor's client,
+    // not the stack).
+    let who = "alice after the restart";
     let back = with_newnym_after(
-        "alice after the restart",
-        |limit| {
-            fetches(
-                "alice after the restart",
-                &alice,
-                &address,
-                8080,
-                limit.as_secs(),
-            )
-            .then_some(())
-        },
+        who,
+        |limit| fetches(who, &alice, &address, 8080, limit.as_secs()).then_some(()),
         || alice.new_identity(),
         Duration::from_secs(180),
     );
